@@ -1,0 +1,57 @@
+# Persona: every target creates the environment it needs (virtualenv, pinned packages,
+# Horovod built with TensorFlow + Gloo, Delta jars from Maven Central) if it is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+JARS   := $(VENV)/share/persona/jars
+STAMP  := $(VENV)/.persona-env
+DELTA_ARTIFACTS := io.delta:delta-spark_2.12:3.3.2 io.delta:delta-storage:3.3.2 org.antlr:antlr4-runtime:4.9.3
+HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
+	HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1 MAKEFLAGS=-j2
+
+DEMO_USERS ?= 3000
+PYTEST_ARGS ?=
+
+.PHONY: env demo test mlflow-ui retail clean distclean help
+
+help:
+	@echo "make demo       generate data with planted segments and run the whole pipeline"
+	@echo "make test       run the test suite"
+	@echo "make retail     run the pipeline on the Online Retail data set"
+	@echo "make mlflow-ui  open the MLflow UI on the local runs (http://127.0.0.1:5000)"
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q wheel "setuptools<70"
+	$(BIN)/pip install -q -r requirements.txt
+	$(HOROVOD_ENV) $(BIN)/pip install -q --no-build-isolation "horovod[spark]==0.28.1"
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/horovodrun --check-build 2>/dev/null | grep -q "\[X\] TensorFlow"
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/horovodrun --check-build 2>/dev/null | grep -q "\[X\] Gloo"
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	mkdir -p $(JARS)
+	for a in $(DELTA_ARTIFACTS); do \
+		mvn -q -B dependency:copy -Dartifact=$$a -DoutputDirectory=$(JARS) || exit 1; done
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/persona generate --out out/demo/data --users $(DEMO_USERS)
+	$(BIN)/persona run --conf conf/local.yaml
+
+retail: $(STAMP)
+	$(BIN)/persona run --conf conf/online_retail.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath out/mlflow.db) \
+		--default-artifact-root $(abspath out/mlartifacts) --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf out spark-warehouse metastore_db derby.log .pytest_cache
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,79 @@
+"""The Delta lake under ``lake.root``: bronze, quarantine, silver and gold tables."""
+from __future__ import annotations
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+
+from persona.errors import PersonaError
+
+# Which stage writes each table, for the error a user sees when it is missing.
+_WRITER = {"bronze": "ingest", "quarantine": "ingest", "silver": "features", "meta": "train"}
+
+
+class Lake:
+    """Reads and writes the Delta tables of one lake root."""
+
+    def __init__(self, spark: SparkSession, root: str):
+        self.spark = spark
+        self.root = root.rstrip("/")
+
+    def path(self, table: str) -> str:
+        """``table`` is ``layer/name``, e.g. ``silver/user_features``."""
+        return f"{self.root}/{table}"
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.isDeltaTable(self.spark, self.path(table))
+
+    def read(self, table: str, version: int | None = None) -> DataFrame:
+        if not self.exists(table):
+            layer = table.split("/")[0]
+            stage = _WRITER.get(layer) or {"user_embeddings": "embed"}.get(
+                table.split("/")[-1], "segment")
+            raise PersonaError(
+                f"table {table} not found under lake.root={self.root}: run `persona {stage}` first")
+        reader = self.spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(self.path(table))
+
+    def version(self, table: str) -> int | None:
+        """The latest Delta version of ``table``, or None when it does not exist."""
+        if not self.exists(table):
+            return None
+        return DeltaTable.forPath(self.spark, self.path(table)).history(1).first()["version"]
+
+    def overwrite(self, df: DataFrame, table: str, partition_by: list[str] | None = None) -> None:
+        """Replace the table's content (and schema) with ``df``: re-runs give the same table."""
+        writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(self.path(table))
+
+    def append(self, df: DataFrame, table: str) -> None:
+        df.write.format("delta").mode("append").option("mergeSchema", "true").save(self.path(table))
+
+    def merge(self, df: DataFrame, table: str, key: str, changed: str) -> dict[str, int]:
+        """Upsert ``df`` into ``table`` by ``key``; rows gone from ``df`` are deleted.
+
+        ``changed`` is a SQL condition on ``t`` (target) and ``s`` (source) telling when a
+        matched row is rewritten, so that an identical re-run leaves rows untouched.
+        Returns the MERGE's row counts from the Delta log.
+        """
+        if not self.exists(table):
+            self.overwrite(df, table)
+            return {"inserted": df.count(), "updated": 0, "deleted": 0}
+        target = DeltaTable.forPath(self.spark, self.path(table))
+        (
+            target.alias("t")
+            .merge(df.alias("s"), f"t.{key} = s.{key}")
+            .whenMatchedUpdateAll(condition=changed)
+            .whenNotMatchedInsertAll()
+            .whenNotMatchedBySourceDelete()
+            .execute()
+        )
+        metrics = target.history(1).first()["operationMetrics"]
+        return {
+            "inserted": int(metrics.get("numTargetRowsInserted", 0)),
+            "updated": int(metrics.get("numTargetRowsUpdated", 0)),
+            "deleted": int(metrics.get("numTargetRowsDeleted", 0)),
+        }

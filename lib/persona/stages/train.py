@@ -1,0 +1,77 @@
+"""train: silver/user_features → a denoising autoencoder trained by Horovod ranks on Spark."""
+from __future__ import annotations
+
+import os
+import tempfile
+from datetime import datetime, timezone
+
+import mlflow
+from pyspark.sql import Row
+
+from persona.context import StageContext
+from persona.errors import PersonaError
+from persona.model import AutoencoderSpec
+from persona.registry import ENCODER_ARTIFACT, MODELS_TABLE, save_encoder
+from persona.stages.features import FEATURES_TABLE
+from persona.training import train_autoencoder
+
+
+def spec_from_config(ctx: StageContext, input_dim: int) -> AutoencoderSpec:
+    cfg = ctx.config
+    hidden = cfg.get("train.hidden", [64, 32])
+    if not isinstance(hidden, list) or not all(isinstance(h, int) and h > 0 for h in hidden):
+        raise PersonaError(f"train.hidden must be a list of positive integers, got {hidden!r}")
+    noise = cfg.number("train.noise", 0.1)
+    if noise < 0:
+        raise PersonaError(f"train.noise must be >= 0, got {noise}")
+    return AutoencoderSpec(
+        input_dim=input_dim,
+        hidden=hidden,
+        latent_dim=cfg.integer("train.latent_dim", 8, minimum=1),
+        noise=noise,
+        learning_rate=cfg.number("train.learning_rate", 0.002),
+        epochs=cfg.integer("train.epochs", 30, minimum=1),
+        batch_size=cfg.integer("train.batch_size", 128, minimum=1),
+        seed=cfg.integer("train.seed", 7),
+        threads_per_proc=cfg.integer("train.threads_per_proc", 1, minimum=0),
+    )
+
+
+def _cache_url(ctx: StageContext) -> str:
+    path = ctx.config.path_of("train.petastorm_cache", f"{ctx.lake.root}/_petastorm")
+    if "://" in path or path.startswith("file:"):
+        return path
+    os.makedirs(path, exist_ok=True)
+    return "file://" + path
+
+
+def run(ctx: StageContext) -> None:
+    features = ctx.lake.read(FEATURES_TABLE)
+    first = features.select("features", "feature_set_version").first()
+    if first is None:
+        raise PersonaError(f"{FEATURES_TABLE} is empty: nothing to train on")
+    spec = spec_from_config(ctx, len(first["features"]))
+    num_proc = ctx.config.integer("train.num_proc", 2, minimum=1)
+    ctx.log.info("training on %d features, latent %d, %d epochs, %d Horovod ranks",
+                 spec.input_dim, spec.latent_dim, spec.epochs, num_proc)
+    mlflow.log_params({f"model.{k}": v for k, v in spec.to_dict().items()})
+    result = train_autoencoder(ctx.spark, features, spec, num_proc, _cache_url(ctx))
+
+    for epoch, loss in enumerate(result.losses, start=1):
+        mlflow.log_metric("loss", loss, step=epoch)
+    ctx.metric("final_loss", result.losses[-1])
+    ctx.metric("train_seconds", round(result.seconds, 2))
+    ctx.log.info("final loss %.5f after %d epochs (%.1f s in Horovod)", result.losses[-1],
+                 len(result.losses), result.seconds)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_encoder(tmp, result.encoder_json, result.encoder_weights, spec)
+        mlflow.log_artifacts(tmp, ENCODER_ARTIFACT)
+    entry = Row(model_version=ctx.run_id, kind="autoencoder",
+                created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                model_uri=f"runs:/{ctx.run_id}/{ENCODER_ARTIFACT}",
+                feature_set_version=first["feature_set_version"],
+                input_dim=spec.input_dim, latent_dim=spec.latent_dim,
+                final_loss=float(result.losses[-1]))
+    ctx.lake.append(ctx.spark.createDataFrame([entry]), MODELS_TABLE)
+    mlflow.set_tag("model_version", ctx.run_id)

@@ -1,0 +1,118 @@
+"""Raw rows → canonical typed rows, each with the reason it is rejected (or null)."""
+from __future__ import annotations
+
+import re
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DateType, TimestampNTZType, TimestampType
+from pyspark.sql.utils import AnalysisException
+
+from persona.errors import PersonaError
+from persona.sources import DOUBLE, TIMESTAMP, SourceSpec
+
+REASON = "_reason"
+SOURCE_FILE = "_source_file"
+INGESTED_AT = "_ingested_at"
+
+
+def safe_name(name: str) -> str:
+    """A column name Delta accepts (no spaces or ``,;{}()=``)."""
+    return re.sub(r"[ ,;{}()\n\t=]", "_", name)
+
+
+def _source_column(raw: DataFrame, spec: SourceSpec, canonical: str) -> Column:
+    mapped = spec.columns[canonical]
+    if isinstance(mapped, dict):
+        if "expr" not in mapped:
+            raise PersonaError(f"sources.{spec.name}.columns.{canonical}: expected a column "
+                               f"name or {{expr: <SQL expression>}}")
+        column = F.expr(str(mapped["expr"]))
+        try:
+            raw.select(column)
+        except AnalysisException as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PersonaError(f"sources.{spec.name}.columns.{canonical}: invalid expression "
+                               f"{mapped['expr']!r}: {first}") from None
+        return column
+    if mapped not in raw.columns:
+        raise PersonaError(
+            f"sources.{spec.name}: column {mapped!r} (mapped to {canonical}) not found in "
+            f"{spec.path}; available: {', '.join(raw.columns)}")
+    return F.col(f"`{mapped}`")
+
+
+def _text(column: Column) -> Column:
+    """Trimmed string, with empty strings as null."""
+    text = F.trim(column.cast("string"))
+    return F.when(text == "", None).otherwise(text)
+
+
+def _parse(raw: DataFrame, spec: SourceSpec, canonical: str) -> tuple[Column, Column]:
+    """(typed value, raw text) of one canonical column."""
+    source = _source_column(raw, spec, canonical)
+    text = _text(source)
+    kind = spec.types[canonical]
+    if kind == DOUBLE:
+        return text.cast("double"), text
+    if kind == TIMESTAMP:
+        dtype = raw.select(source.alias("c")).schema["c"].dataType
+        if isinstance(dtype, (TimestampType, TimestampNTZType, DateType)):
+            return source.cast("timestamp"), text
+        if spec.timestamp_format:
+            return F.to_timestamp(text, spec.timestamp_format), text
+        return F.to_timestamp(text), text
+    return text, text
+
+
+def validate(raw: DataFrame, spec: SourceSpec) -> DataFrame:
+    """Add the canonical columns (typed) and ``_reason`` to ``raw``.
+
+    A row is rejected, with the first reason that applies, when a required column is empty,
+    a timestamp or number does not parse, or a configured ``reject`` rule holds.
+    Raw columns are kept (renamed to Delta-safe names) for the quarantine table.
+    """
+    reasons: list[Column] = []
+    typed: dict[str, Column] = {}
+    for canonical in spec.types:
+        if canonical not in spec.columns:
+            typed[canonical] = F.lit(None).cast(spec.types[canonical])
+            continue
+        value, text = _parse(raw, spec, canonical)
+        typed[canonical] = value
+        if canonical in spec.required:
+            reasons.append(F.when(text.isNull(), F.lit(f"missing {canonical}")))
+        if spec.types[canonical] == TIMESTAMP:
+            reasons.append(F.when(text.isNotNull() & value.isNull(),
+                                  F.lit(f"unparseable {canonical}")))
+        elif spec.types[canonical] == DOUBLE:
+            reasons.append(F.when(text.isNotNull() & value.isNull(),
+                                  F.lit(f"{canonical} is not a number")))
+    for rule in spec.rules:
+        try:
+            predicate = F.expr(rule.when)
+            raw.select(predicate)
+        except AnalysisException as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PersonaError(f"sources.{spec.name}.reject: invalid condition "
+                               f"{rule.when!r}: {first}") from None
+        reasons.append(F.when(F.coalesce(predicate, F.lit(False)), F.lit(rule.reason)))
+
+    raw_cols = [F.col(f"`{c}`").cast("string").alias(safe_name(c)) for c in raw.columns
+                if c != SOURCE_FILE]
+    canonical_cols = [value.alias(f"__{name}") for name, value in typed.items()]
+    reason = F.coalesce(*reasons) if reasons else F.lit(None).cast("string")
+    return raw.select(*raw_cols, *canonical_cols, F.col(SOURCE_FILE), reason.alias(REASON))
+
+
+def accepted(validated: DataFrame, spec: SourceSpec) -> DataFrame:
+    """The rows with no reason: canonical columns, the source file and ingest time."""
+    lineage = [c for c in (SOURCE_FILE, INGESTED_AT) if c in validated.columns]
+    return validated.where(F.col(REASON).isNull()).select(
+        *[F.col(f"__{name}").alias(name) for name in spec.types], *lineage)
+
+
+def rejected(validated: DataFrame) -> DataFrame:
+    """The rejected rows: the raw row, the reason, the source file."""
+    keep = [c for c in validated.columns if not c.startswith("__")]
+    return validated.where(F.col(REASON).isNotNull()).select(*keep)
