@@ -44,7 +44,7 @@ retail: $(STAMP)
 	$(BIN)/persona run --conf conf/online_retail.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/integration $(PYTEST_ARGS)
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath out/mlflow.db) \
@@ -55,3 +55,41 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# --- Clusters, schedulers and a shared MLflow: what runs where users run it ---------------------
+DIST          ?= dist
+AIRFLOW_VENV  ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.persona-airflow
+AIRFLOW_PACKAGES := apache-airflow==3.3.2 apache-airflow-providers-apache-spark==6.3.4
+MLFLOW_PORT   ?= 5000
+
+.PHONY: package airflow mlflow-server test-integration
+
+# dist/: the wheel, the same files as a zip for spark-submit --py-files, the jobs and conf.
+package: $(STAMP)
+	rm -rf $(DIST) build
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(DIST) .
+	cp $(DIST)/persona-*.whl $(DIST)/persona.zip
+	mkdir -p $(DIST)/jobs $(DIST)/conf
+	cp jobs/*.py $(DIST)/jobs/
+	cp conf/*.yaml lib/persona/log4j2.properties $(DIST)/conf/
+	@ls -1 $(DIST) $(DIST)/jobs $(DIST)/conf
+
+# Airflow in its own virtualenv, as on a scheduler that does not share the jobs' packages.
+airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP):
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	echo '*' > $(AIRFLOW_VENV)/.gitignore
+	$(AIRFLOW_VENV)/bin/pip install -q $(AIRFLOW_PACKAGES)
+	touch $@
+
+# An MLflow tracking server with a SQLite backend and served artifacts, on the local runs.
+mlflow-server: $(STAMP)
+	mkdir -p out/mlartifacts
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(abspath out/mlflow.db) \
+		--artifacts-destination $(abspath out/mlartifacts) --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+# A Spark standalone cluster, an MLflow server and Airflow, each started and stopped by the tests.
+test-integration: $(STAMP) $(AIRFLOW_STAMP) package
+	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)

@@ -7,15 +7,8 @@ import time
 
 from persona.errors import PersonaError
 from persona.logs import get_logger, setup_logging
+from persona.stages import STAGES
 
-STAGE_NAMES = ("ingest", "features", "train", "embed", "segment")
-STAGE_HELP = {
-    "ingest": "raw sources → bronze Delta tables, rejected rows → quarantine",
-    "features": "bronze → silver/user_features, one scaled feature row per user",
-    "train": "train the denoising autoencoder with Horovod, data through Petastorm",
-    "embed": "encode every user → gold/user_embeddings",
-    "segment": "K-Means on the embeddings → gold/user_segments and gold/segment_profiles",
-}
 
 
 def _add_conf_args(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run every stage in order, then print the segments")
     _add_conf_args(run)
-    for name in STAGE_NAMES:
-        _add_conf_args(sub.add_parser(name, help=STAGE_HELP[name]))
+    for name, module in STAGES.items():
+        _add_conf_args(sub.add_parser(name, help=module.HELP))
     return parser
 
 

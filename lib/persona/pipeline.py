@@ -8,27 +8,27 @@ from persona.context import run_stage
 from persona.lake import Lake
 from persona.logs import get_logger
 from persona.spark import get_spark
+from persona.stages import PIPELINE, STAGES, enabled
 from persona.tracking import tracking_uri, use_experiment
 
 log = get_logger("pipeline")
 
 
 def run_single(stage: str, config: Config) -> dict:
-    from persona.stages import STAGES
-
-    return run_stage(stage, STAGES[stage], config)
+    return run_stage(stage, STAGES[stage].run, config)
 
 
 def run_pipeline(config: Config) -> dict[str, dict]:
-    """Every stage in order, each a nested MLflow run under one pipeline run."""
-    from persona.stages import STAGES
-
+    """Every enabled stage in order, each a nested MLflow run under one pipeline run."""
     results: dict[str, dict] = {}
     with mlflow.start_run(experiment_id=use_experiment(config), run_name="pipeline") as parent:
         mlflow.set_tag("persona.config", config.path or "")
         log.info("MLflow pipeline run %s", parent.info.run_id)
-        for name, fn in STAGES.items():
-            results[name] = run_stage(name, fn, config)
+        for name, module in PIPELINE.items():
+            if not enabled(module, config):
+                log.info("%s skipped: not configured", name)
+                continue
+            results[name] = run_stage(name, module.run, config)
             mlflow.log_metric(f"{name}_wall_seconds", results[name]["wall_seconds"])
     print(summary(config, results))
     return results

@@ -5,6 +5,7 @@ import glob
 import os
 import sys
 
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from persona.config import Config
@@ -26,34 +27,53 @@ def delta_jars_dir() -> str:
     return os.environ.get("PERSONA_JARS", os.path.join(sys.prefix, "share", "persona", "jars"))
 
 
+def under_spark_submit() -> bool:
+    """True when this process was started by spark-submit (which owns master and jars)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def get_spark(config: Config) -> SparkSession:
-    """Return the active session (spark-submit) or build one from the configuration."""
+    """The active session, or one built from ``spark.*``.
+
+    Under spark-submit, ``--master``, ``--packages`` and ``--conf`` decide; the
+    configuration only adds what the command line left unset.
+    """
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    master = str(config.get("spark.master", "local[*]"))
-    if master.startswith("local"):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    builder = (
-        SparkSession.builder.master(master)
-        .appName(str(config.get("spark.app_name", "persona")))
-        .config("spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{LOG4J}")
-    )
-    for key, value in DELTA_SQL_CONF.items():
-        builder = builder.config(key, value)
-    for key, value in QUIET_ENV.items():
-        builder = builder.config(f"spark.executorEnv.{key}", value)
-    for key, value in config.section("spark.conf").items():
-        builder = builder.config(key, str(value))
-    jars = sorted(glob.glob(os.path.join(delta_jars_dir(), "*.jar")))
-    if jars:
-        builder = builder.config("spark.jars", ",".join(jars))
-    else:
-        builder = builder.config("spark.jars.packages", DELTA_PACKAGE)
+    builder = SparkSession.builder.appName(str(config.get("spark.app_name", "persona")))
+    given = _submitted_conf() if under_spark_submit() else None
+    if given is None:
+        builder = _local_builder(builder, config)
+    for key, value in {**DELTA_SQL_CONF, **config.section("spark.conf")}.items():
+        if given is None or not given.contains(key):
+            builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(str(config.get("spark.log_level", "ERROR")))
     log.info("Spark %s, master %s, UI at %s", spark.version, spark.sparkContext.master,
              spark.sparkContext.uiWebUrl)
     return spark
+
+
+def _submitted_conf() -> SparkConf:
+    """The settings spark-submit was given, read from the JVM it started (before the JVM
+    is up, ``SparkConf()`` is an empty Python-side conf)."""
+    SparkContext._ensure_initialized()
+    return SparkConf()
+
+
+def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSession.Builder:
+    """Master, Python, quiet logs and Delta jars for a session this process launches."""
+    master = str(config.get("spark.master", "local[*]"))
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = builder.master(master).config(
+        "spark.driver.extraJavaOptions", f"-Dlog4j.configurationFile=file:{LOG4J}")
+    for key, value in QUIET_ENV.items():
+        builder = builder.config(f"spark.executorEnv.{key}", value)
+    jars = sorted(glob.glob(os.path.join(delta_jars_dir(), "*.jar")))
+    if jars:
+        return builder.config("spark.jars", ",".join(jars))
+    return builder.config("spark.jars.packages", DELTA_PACKAGE)

@@ -1,8 +1,9 @@
 """Distributed training: Horovod ranks launched on Spark, each reading its shard via Petastorm.
 
-:func:`train_autoencoder` is the one interface the pipeline uses (data in, trained
-weights out), so another distributor could be put beside Horovod without touching
-the stages.
+:func:`run_on_ranks` is the one distributed-training interface (a DataFrame and a
+per-rank function in, rank 0's result out). :func:`train_autoencoder` and
+:func:`persona.tagging.train_classifier` are built on it, so another distributor could
+be put beside Horovod without touching the stages.
 """
 from __future__ import annotations
 
@@ -25,33 +26,53 @@ class TrainResult:
     seconds: float
 
 
-def _train_rank(converter, spec: AutoencoderSpec, rows: int):
-    """Runs in every Horovod rank (a Spark task): train on this rank's Petastorm shard."""
-    import time
-
+def init_rank(seed: int, threads: int):
+    """Start Horovod in this rank, seed it and bound TensorFlow's threads; ``(hvd, tf)``."""
     import horovod.tensorflow.keras as hvd
     import tensorflow as tf
 
     hvd.init()
     tf.get_logger().setLevel("ERROR")
-    if spec.threads_per_proc:
-        tf.config.threading.set_intra_op_parallelism_threads(spec.threads_per_proc)
-        tf.config.threading.set_inter_op_parallelism_threads(spec.threads_per_proc)
-    tf.keras.utils.set_random_seed(spec.seed + hvd.rank())
-    autoencoder, encoder = build_autoencoder(spec)
-    optimizer = hvd.DistributedOptimizer(
-        tf.keras.optimizers.Adam(spec.learning_rate * hvd.size()))
-    autoencoder.compile(optimizer=optimizer, loss="mse")
-    steps = max(1, math.ceil(rows / (spec.batch_size * hvd.size())))
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.keras.utils.set_random_seed(seed + hvd.rank())
+    return hvd, tf
+
+
+def distributed_adam(hvd, tf, learning_rate: float):
+    """Adam with the learning rate scaled by the number of ranks, gradients averaged."""
+    return hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate * hvd.size()))
+
+
+def rank_callbacks(hvd, tf, prefix: str, epochs: int) -> list:
+    """Broadcast rank 0's initial weights, average metrics, log each epoch from rank 0."""
 
     class EpochLog(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             if hvd.rank() == 0:
-                print(f"persona train | epoch {epoch + 1}/{spec.epochs} "
-                      f"loss {logs['loss']:.5f}", file=sys.stderr, flush=True)
+                values = " ".join(f"{k} {v:.5f}" for k, v in (logs or {}).items())
+                print(f"{prefix} | epoch {epoch + 1}/{epochs} {values}", file=sys.stderr,
+                      flush=True)
 
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-                 hvd.callbacks.MetricAverageCallback(), EpochLog()]
+    return [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
+            hvd.callbacks.MetricAverageCallback(), EpochLog()]
+
+
+def steps_per_epoch(rows: int, batch_size: int, ranks: int) -> int:
+    """Batches each rank runs per epoch so that all ranks together see ``rows`` once."""
+    return max(1, math.ceil(rows / (batch_size * ranks)))
+
+
+def _train_rank(converter, spec: AutoencoderSpec, rows: int):
+    """Runs in every Horovod rank (a Spark task): train on this rank's Petastorm shard."""
+    import time
+
+    hvd, tf = init_rank(spec.seed, spec.threads_per_proc)
+    autoencoder, encoder = build_autoencoder(spec)
+    autoencoder.compile(optimizer=distributed_adam(hvd, tf, spec.learning_rate), loss="mse")
+    steps = steps_per_epoch(rows, spec.batch_size, hvd.size())
+    callbacks = rank_callbacks(hvd, tf, "persona train", spec.epochs)
     start = time.time()
     with converter.make_tf_dataset(batch_size=spec.batch_size, cur_shard=hvd.rank(),
                                    shard_count=hvd.size(), workers_count=1,
@@ -67,18 +88,30 @@ def _train_rank(converter, spec: AutoencoderSpec, rows: int):
                        encoder.get_weights(), time.time() - start)
 
 
-def train_autoencoder(spark: SparkSession, features: DataFrame, spec: AutoencoderSpec,
-                      num_proc: int, cache_url: str) -> TrainResult:
-    """Train on the ``features`` column (array<float>) with ``num_proc`` Horovod ranks."""
+def run_on_ranks(spark: SparkSession, data: DataFrame, rank_fn, args: tuple, num_proc: int,
+                 cache_url: str):
+    """Run ``rank_fn(converter, *args, rows)`` in ``num_proc`` Horovod ranks on Spark.
+
+    ``data`` is materialised once by Petastorm under ``cache_url`` (floats as float32);
+    each rank reads its own shard through ``converter``. Returns rank 0's result (the
+    other ranks return None).
+    """
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache_url)
-    converter = make_spark_converter(features.select("features"), dtype="float32")
+    converter = make_spark_converter(data, dtype="float32")
     try:
-        results = horovod.spark.run(_train_rank, args=(converter, spec, len(converter)),
+        results = horovod.spark.run(rank_fn, args=(converter, *args, len(converter)),
                                     num_proc=num_proc, use_gloo=True, verbose=0,
                                     stdout=sys.stderr, stderr=sys.stderr)
     finally:
         converter.delete()
     return next(r for r in results if r is not None)
+
+
+def train_autoencoder(spark: SparkSession, features: DataFrame, spec: AutoencoderSpec,
+                      num_proc: int, cache_url: str) -> TrainResult:
+    """Train on the ``features`` column (array<float>) with ``num_proc`` Horovod ranks."""
+    return run_on_ranks(spark, features.select("features"), _train_rank, (spec,), num_proc,
+                        cache_url)

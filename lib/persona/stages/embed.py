@@ -5,10 +5,11 @@ import mlflow
 from pyspark.sql import functions as F
 
 from persona.context import StageContext
-from persona.registry import current_encoder, load_encoder
+from persona.registry import current_encoder, load_encoder, promote_encoder
 from persona.stages.features import FEATURES_TABLE
 from persona.transform.embedding import encode
 
+HELP = "encode every user → gold/user_embeddings"
 EMBEDDINGS_TABLE = "gold/user_embeddings"
 
 
@@ -32,3 +33,6 @@ def run(ctx: StageContext) -> None:
     ctx.log.info("%d users embedded into %s", users, EMBEDDINGS_TABLE)
     ctx.metric("users", users)
     mlflow.set_tag("model_version", ref.version)
+    in_use = promote_encoder(ctx.config, ref)
+    if in_use:
+        ctx.log.info("registry alias now on the encoder in use: %s", in_use)

@@ -10,8 +10,11 @@ from pyspark.sql import functions as F
 
 from persona.context import StageContext
 from persona.errors import PersonaError
+from persona.feature_input import configured, import_features
 from persona.transform import features as fx
 
+HELP = ("bronze (or the table of features.input.path) → silver/user_features, one scaled "
+        "feature row per user")
 FEATURES_TABLE = "silver/user_features"
 # Columns of silver/user_features that are not feature values.
 META_COLUMNS = ("user_id", "features", "feature_set_version", "as_of")
@@ -35,65 +38,139 @@ def _as_of(ctx: StageContext, events):
     return latest
 
 
+GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "time", "profile",
+          "content", "text")
+
+
+def _enabled_groups(ctx: StageContext) -> list[str]:
+    groups = ctx.config.get("features.groups", list(GROUPS))
+    unknown = [g for g in groups if g not in GROUPS] if isinstance(groups, list) else groups
+    if unknown or "behaviour" not in groups:
+        raise PersonaError(f"features.groups must be a list of {', '.join(GROUPS)} including "
+                           f"behaviour, got {groups!r}")
+    return groups
+
+
 def _groups(ctx: StageContext, events, as_of) -> dict:
-    """Each enabled feature group as (DataFrame, reason skipped or None)."""
+    """Each enabled feature group that the data supports, as a DataFrame keyed by user_id;
+    a group the data cannot support is skipped with the reason logged."""
     cfg = ctx.config
-    out = {"behaviour": fx.behaviour(events, as_of, list(cfg.get("features.purchase_types",
-                                                                    ["purchase"])))}
-    types = fx.top_values(events, "event_type", cfg.integer("features.max_event_types", 12))
-    out["event_mix"] = fx.event_mix(events, types)
-    categories = fx.top_values(events, "category", cfg.integer("features.top_categories", 12))
-    if categories:
-        out["category"] = fx.category_affinity(events, categories)
-    else:
-        ctx.log.info("category group skipped: events have no category values")
-    out["time"] = fx.time_profile(events)
+    enabled = _enabled_groups(ctx)
+    purchases = list(cfg.get("features.purchase_types", ["purchase"]))
+    out = {"behaviour": fx.behaviour(events, as_of, purchases)}
+    if "windows" in enabled:
+        windows = sorted(cfg.get("features.windows", [7, 30, 90]))
+        if not windows or not all(isinstance(w, int) and w > 0 for w in windows):
+            raise PersonaError(f"features.windows must be positive day counts, got {windows!r}")
+        out["windows"] = fx.activity_windows(events, as_of, windows, purchases)
+    if "diversity" in enabled:
+        out["diversity"] = fx.diversity(events)
+    if "event_mix" in enabled:
+        types = fx.top_values(events, "event_type", cfg.integer("features.max_event_types", 12))
+        out["event_mix"] = fx.event_mix(events, types)
+    if "category" in enabled:
+        categories = fx.top_values(events, "category",
+                                   cfg.integer("features.top_categories", 12))
+        if categories:
+            out["category"] = fx.category_affinity(events, categories)
+        else:
+            ctx.log.info("category group skipped: events have no category values")
+    if "time" in enabled:
+        out["time"] = fx.time_profile(events)
 
     users_conf = cfg.get("sources.users", None)
-    if users_conf and ctx.lake.exists("bronze/users"):
-        attrs = users_conf.get("attributes") or {}
-        users = ctx.lake.read("bronze/users")
-        max_levels = cfg.integer("features.max_levels", 12)
-        categorical = {a: fx.top_values(users, a, max_levels) for a in attrs.get("categorical") or []}
-        out["profile"] = fx.profile_attributes(users, categorical, list(attrs.get("numeric") or []))
-    else:
-        ctx.log.info("profile group skipped: no users source configured")
+    if "profile" in enabled:
+        if users_conf and ctx.lake.exists("bronze/users"):
+            attrs = users_conf.get("attributes") or {}
+            users = _bronze(ctx, "bronze/users")
+            max_levels = cfg.integer("features.max_levels", 12)
+            categorical = {a: fx.top_values(users, a, max_levels)
+                           for a in attrs.get("categorical") or []}
+            out["profile"] = fx.profile_attributes(users, categorical,
+                                                   list(attrs.get("numeric") or []))
+        else:
+            ctx.log.info("profile group skipped: no users source configured")
 
-    if cfg.get("sources.content", None) and ctx.lake.exists("bronze/content"):
-        content = ctx.lake.read("bronze/content").where(F.col("event_time") <= F.lit(as_of))
-        out["content"] = fx.content_stats(content)
-    else:
-        ctx.log.info("content group skipped: no content source configured")
+    if {"content", "text"} & set(enabled):
+        if cfg.get("sources.content", None) and ctx.lake.exists("bronze/content"):
+            content = _bronze(ctx, "bronze/content").where(F.col("event_time") <= F.lit(as_of))
+            if "content" in enabled:
+                out["content"] = fx.content_stats(content)
+            if "text" in enabled:
+                if content.where(F.col("text").isNotNull()).limit(1).count():
+                    out["text"] = fx.text_vectors(
+                        content, cfg.integer("features.text_vector_size", 16, minimum=1),
+                        cfg.integer("features.seed", 7))
+                else:
+                    ctx.log.info("text group skipped: content has no text")
+        else:
+            ctx.log.info("content and text groups skipped: no content source configured")
     return out
 
 
+def _pinned(ctx: StageContext) -> dict[str, int]:
+    """``features.input_versions``: Delta versions to rebuild a past feature set from."""
+    pinned = ctx.config.get("features.input_versions", None) or {}
+    if not isinstance(pinned, dict) or not all(isinstance(v, int) for v in pinned.values()):
+        raise PersonaError("features.input_versions must map tables to Delta versions, e.g. "
+                           "{bronze/events: 3}")
+    return pinned
+
+
+def _bronze(ctx: StageContext, table: str):
+    """A bronze table, at its pinned version when ``features.input_versions`` names it."""
+    return ctx.lake.read(table, _pinned(ctx).get(table))
+
+
 def _input_versions(ctx: StageContext) -> dict[str, int]:
-    return {t: ctx.lake.version(t) for t in ("bronze/events", "bronze/users", "bronze/content")
-            if ctx.lake.exists(t)}
+    """The Delta version of every input this build read."""
+    pinned = _pinned(ctx)
+    return {t: pinned.get(t, ctx.lake.version(t))
+            for t in ("bronze/events", "bronze/users", "bronze/content") if ctx.lake.exists(t)}
+
+
+def _check_quality(ctx: StageContext, stats: dict[str, dict], scaler: fx.Scaler) -> None:
+    """Log each column's coverage and range; stop when the features look broken."""
+    constant = scaler.constant_columns()
+    for column in constant:
+        ctx.log.info("feature %s is constant (%.3g) for every user", column, scaler.means[column])
+    sparse = [c for c, st in stats.items() if st["null_share"] > 0.5]
+    if sparse:
+        ctx.log.info("features absent for more than half of the users: %s", ", ".join(sparse))
+    limit = ctx.config.number("features.max_constant_share", 0.5)
+    if len(constant) > limit * len(scaler.columns):
+        raise PersonaError(
+            f"features look broken: {len(constant)} of {len(scaler.columns)} columns are "
+            f"constant ({', '.join(constant[:8])}{', ...' if len(constant) > 8 else ''}); "
+            f"check the bronze tables and the source column mapping")
 
 
 def run(ctx: StageContext) -> None:
-    events_all = ctx.lake.read("bronze/events")
+    if configured(ctx.config):
+        import_features(ctx, FEATURES_TABLE)
+        return
+    events_all = _bronze(ctx, "bronze/events")
     as_of = _as_of(ctx, events_all)
     events = events_all.where(F.col("event_time") <= F.lit(as_of))
     groups = _groups(ctx, events, as_of)
     base, *rest = groups.values()
-    fused = fx.fuse(base, rest).persist(StorageLevel.MEMORY_AND_DISK)
+    joined = fx.join_groups(base, rest).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        users = fused.count()
+        users = joined.count()
         if users == 0:
             raise PersonaError(f"no events at or before features.as_of={as_of}")
         group_columns = {name: [c for c in df.columns if c != "user_id"]
                          for name, df in groups.items()}
+        stats = fx.column_stats(joined, [c for cols in group_columns.values() for c in cols])
+        fused = fx.impute(joined, {c: st["mean"] for c, st in stats.items()})
         scaler = fx.Scaler.fit(fused, group_columns)
-        for column in scaler.constant_columns():
-            ctx.log.info("feature %s is constant (%.3g) for every user", column,
-                         scaler.means[column])
+        _check_quality(ctx, stats, scaler)
         definition = {
             "as_of": str(as_of),
             "groups": group_columns,
             "inputs": _input_versions(ctx),
-            "purchase_types": ctx.config.get("features.purchase_types", ["purchase"]),
+            "settings": {k: v for k, v in ctx.config.section("features").items()
+                         if k not in ("as_of", "input_versions")},
         }
         version = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
         out = (scaler.transform(fused)
@@ -101,7 +178,7 @@ def run(ctx: StageContext) -> None:
                .withColumn("as_of", F.lit(as_of).cast("timestamp")))
         ctx.lake.overwrite(out, FEATURES_TABLE)
     finally:
-        fused.unpersist()
+        joined.unpersist()
     ctx.log.info("%d users, %d features in %d groups (%s), as_of %s, feature set %s",
                  users, len(scaler.columns), len(group_columns), ", ".join(group_columns),
                  as_of, version)
@@ -111,3 +188,4 @@ def run(ctx: StageContext) -> None:
     mlflow.set_tag("feature_set_version", version)
     mlflow.log_dict({**definition, "version": version, "means": scaler.means,
                      "stds": scaler.stds, "weights": scaler.weights}, "feature_set.json")
+    mlflow.log_dict(stats, "feature_quality.json")

@@ -8,9 +8,18 @@ from pyspark.sql.utils import AnalysisException
 
 from persona.context import StageContext
 from persona.errors import PersonaError
+from persona.feature_input import configured
 from persona.sources import SourceSpec, configured_sources
 from persona.transform.validation import (INGESTED_AT, REASON, SOURCE_FILE, accepted,
                                           rejected, validate)
+
+
+HELP = "raw sources → bronze Delta tables, rejected rows → quarantine"
+
+
+def enabled(config) -> bool:
+    """Skipped by `persona run` when features come ready-made from features.input.path."""
+    return not configured(config)
 
 
 def read_source(spark: SparkSession, spec: SourceSpec) -> DataFrame:
@@ -51,6 +60,11 @@ def ingest_source(ctx: StageContext, spec: SourceSpec) -> None:
     if bronze + quarantine != read:
         raise PersonaError(f"sources.{spec.name}: row accounting failed: read {read}, "
                            f"bronze {bronze} + quarantine {quarantine}")
+    if read and not bronze:
+        reason, count = max(reasons.items(), key=lambda item: item[1])
+        raise PersonaError(f"sources.{spec.name}: every row was rejected (most often "
+                           f"'{reason}', {count} of {read}): check sources.{spec.name}.columns "
+                           f"and its formats; the rows are in quarantine/{spec.name}")
 
 
 def run(ctx: StageContext) -> None:

@@ -3,23 +3,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 
 import mlflow
 from pyspark import StorageLevel
-from pyspark.ml.clustering import KMeans, KMeansModel
-from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.clustering import KMeansModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, MapType,
                                StringType, StructField, StructType)
 
+from persona.clustering import fit_kmeans, plot_k_selection, select_k
 from persona.context import StageContext
 from persona.errors import PersonaError
+from persona.refine import refine_segments, segment_method
+from persona.registry import load_kmeans, register_segments
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, feature_columns
+from persona.stages.train import _cache_url
+from persona.transform.dec import nearest_center
+from persona.transform.explain import (fit_surrogate, highlights, segment_names,
+                                       segment_rules, standardised_differences)
+from persona.transform.metrics import CRITERIA
 from persona.transform.segments import (centroid_distance, describe, feature_stats,
                                         with_vector)
 
+HELP = ("K-Means on the embeddings (segment.method: dec|idec refines it) → "
+        "gold/user_segments and gold/segment_profiles")
 SEGMENTS_TABLE = "gold/user_segments"
 PROFILES_TABLE = "gold/segment_profiles"
 
@@ -32,17 +43,15 @@ PROFILE_SCHEMA = StructType([
     StructField("feature_means", MapType(StringType(), DoubleType())),
     StructField("population_means", MapType(StringType(), DoubleType())),
     StructField("model_version", StringType()),
+    StructField("name", StringType()),
+    StructField("highlights", ArrayType(StringType())),
+    StructField("feature_z", MapType(StringType(), DoubleType())),
+    StructField("rules", ArrayType(StructType([
+        StructField("rule", StringType()), StructField("users", LongType()),
+        StructField("coverage", DoubleType()), StructField("precision", DoubleType())]))),
+    StructField("surrogate_recall", DoubleType()),
+    StructField("surrogate_fidelity", DoubleType()),
 ])
-
-
-def _kmeans(k: int, seed: int, max_iter: int) -> KMeans:
-    return KMeans(k=k, seed=seed, maxIter=max_iter, featuresCol="vector",
-                  predictionCol="segment", initMode="k-means||")
-
-
-def _silhouette(model: KMeansModel, sample: DataFrame) -> float:
-    evaluator = ClusteringEvaluator(featuresCol="vector", predictionCol="segment")
-    return float(evaluator.evaluate(model.transform(sample)))
 
 
 def _k_range(ctx: StageContext) -> list[int]:
@@ -57,61 +66,116 @@ def _k_range(ctx: StageContext) -> list[int]:
     return list(range(bounds[0], bounds[1] + 1))
 
 
+def _k_criterion(ctx: StageContext) -> str:
+    criterion = ctx.config.get("segment.k_criterion", "silhouette")
+    if criterion not in CRITERIA:
+        raise PersonaError(f"segment.k_criterion must be one of {', '.join(CRITERIA)}, "
+                           f"got {criterion!r}")
+    return criterion
+
+
 def fit_segments(ctx: StageContext, vectors: DataFrame, users: int) -> KMeansModel:
-    """K-Means with ``segment.k``, or the k of best silhouette over ``segment.k_range``."""
+    """K-Means with ``segment.k`` (best of ``segment.n_init`` starts), or the best k over
+    ``segment.k_range`` by ``segment.k_criterion``, with every criterion's curve plotted."""
     seed = ctx.config.integer("segment.seed", 7)
     max_iter = ctx.config.integer("segment.max_iter", 50, minimum=1)
+    n_init = ctx.config.integer("segment.n_init", 1, minimum=1)
     candidates = [k for k in _k_range(ctx) if k < users]
     if not candidates:
         raise PersonaError(f"segment.k must be smaller than the number of users ({users})")
     if len(candidates) == 1:
-        return _kmeans(candidates[0], seed, max_iter).fit(vectors)
+        return fit_kmeans(vectors, candidates[0], seed, max_iter, n_init)
+    criterion = _k_criterion(ctx)
     sample_size = ctx.config.integer("segment.silhouette_sample", 20000, minimum=100)
-    sample = vectors.sample(fraction=min(1.0, sample_size / users), seed=seed).persist()
-    best, scores = None, {}
-    for k in candidates:
-        model = _kmeans(k, seed, max_iter).fit(vectors)
-        scores[k] = _silhouette(model, sample)
-        mlflow.log_metric("silhouette", scores[k], step=k)
-        ctx.log.info("k=%d: silhouette %.4f", k, scores[k])
-        if best is None or scores[k] > scores[best.getK()]:
-            best = model
-    sample.unpersist()
-    mlflow.log_dict({str(k): s for k, s in scores.items()}, "k_selection.json")
-    ctx.log.info("chose k=%d (best silhouette over %d..%d)", best.getK(), candidates[0],
-                 candidates[-1])
-    return best
+    chosen = select_k(vectors, candidates, criterion, seed, max_iter, n_init, users,
+                      sample_size, log=ctx.log.info)
+    for k, scores in chosen.scores.items():
+        mlflow.log_metrics({f"k_selection.{name}": value for name, value in scores.items()},
+                           step=k)
+    mlflow.log_dict({"criterion": criterion, "best_by": chosen.best_by,
+                     "scores": {str(k): s for k, s in chosen.scores.items()}},
+                    "k_selection.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        plot_k_selection(chosen, os.path.join(tmp, "k_selection.png"))
+        mlflow.log_artifact(os.path.join(tmp, "k_selection.png"))
+    ctx.log.info("chose k=%d by %s over %d..%d (best k by criterion: %s)", chosen.model.getK(),
+                 criterion, candidates[0], candidates[-1],
+                 ", ".join(f"{c} {k}" for c, k in chosen.best_by.items()))
+    return chosen.model
 
 
 def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame:
+    """Per segment: size, what distinguishes it (in the features' own units), a short
+    name, and the rules of a shallow surrogate tree with its fidelity on held-out users."""
     features = ctx.lake.read(FEATURES_TABLE)
     columns = feature_columns(features)
     per_segment, population = feature_stats(features, segments, columns)
     pop = population.first().asDict()
     rows = per_segment.orderBy("segment").collect()
     total = sum(r["size"] for r in rows)
+    numeric = ctx.config.get("sources.users.attributes.numeric", None) or []
+    z = {int(r["segment"]): standardised_differences(r.asDict(), pop, columns) for r in rows}
+    names = segment_names(z)
+    surrogate = fit_surrogate(features, segments, columns,
+                              depth=ctx.config.integer("segment.surrogate_depth", 3, minimum=1),
+                              seed=ctx.config.integer("segment.seed", 7))
+    rules = segment_rules(surrogate.tree, columns, numeric_attributes=numeric)
+    ctx.metric("surrogate_fidelity", surrogate.fidelity)
+    mlflow.log_dict({"columns": columns, "tree": surrogate.tree, "fidelity": surrogate.fidelity,
+                     "holdout_users": surrogate.holdout_users}, "surrogate_tree.json")
     out = []
     for r in rows:
-        means = r.asDict()
+        s, means = int(r["segment"]), r.asDict()
         top, description = describe(means, pop, columns)
-        out.append((int(r["segment"]), int(r["size"]), r["size"] / total, description, top,
+        out.append((s, int(r["size"]), r["size"] / total, description, top,
                     {c: float(means[c]) for c in columns},
-                    {c: float(pop[f"mean_{c}"]) for c in columns}, version))
+                    {c: float(pop[f"mean_{c}"]) for c in columns}, version,
+                    names[s], highlights(means, pop, z[s], numeric_attributes=numeric), z[s],
+                    rules.get(s, []), surrogate.recall.get(s), surrogate.fidelity))
+        ctx.log.info("segment %d \"%s\": %d users; %s", s, names[s], r["size"],
+                     "; ".join(x["rule"] for x in rules.get(s, [])) or "no rule of its own")
+    ctx.log.info("surrogate tree agrees with the segments for %.1f%% of %d held-out users",
+                 100 * surrogate.fidelity, surrogate.holdout_users)
     return ctx.spark.createDataFrame(out, PROFILE_SCHEMA)
 
 
+def _segment_model(ctx: StageContext, vectors: DataFrame, users: int) -> KMeansModel:
+    """The registered K-Means model of ``segment.model_uri`` (no fitting), else a new fit."""
+    uri = ctx.config.get("segment.model_uri", None)
+    if not uri:
+        return fit_segments(ctx, vectors, users)
+    model = load_kmeans(uri)
+    dims = vectors.select(F.size("embedding")).first()[0]
+    centre_dims = len(model.clusterCenters()[0])
+    if centre_dims != dims:
+        raise PersonaError(f"segment.model_uri: {uri} has {centre_dims}-dimensional centres, "
+                           f"the embeddings have {dims} dimensions")
+    ctx.log.info("assigning segments with %s (k=%d) instead of fitting", uri, model.getK())
+    return model
+
+
 def run(ctx: StageContext) -> None:
+    method = segment_method(ctx.config)
+    if method != "kmeans" and ctx.config.get("segment.model_uri", None):
+        raise PersonaError(f"segment.method={method} fits new segments: it cannot be used "
+                           "with segment.model_uri")
     embeddings = ctx.lake.read(EMBEDDINGS_TABLE)
     vectors = with_vector(embeddings).persist(StorageLevel.MEMORY_AND_DISK)
+    space = None
     try:
         users = vectors.count()
         if users < 2:
             raise PersonaError(f"{EMBEDDINGS_TABLE} has {users} user(s): nothing to segment")
-        model = fit_segments(ctx, vectors, users)
+        model = _segment_model(ctx, vectors, users)
         centers = [c.tolist() for c in model.clusterCenters()]
         encoder = embeddings.select("model_version").first()[0]
+        labelled = model.transform(vectors)
+        if method != "kmeans":
+            space, centers, encoder = refine_segments(
+                ctx, method, centers, encoder, ctx.lake.read(FEATURES_TABLE), _cache_url(ctx))
+            labelled = space.withColumn("segment", nearest_center("embedding", centers))
         version = hashlib.sha1(json.dumps([encoder, centers]).encode()).hexdigest()[:12]
-        assigned = model.transform(vectors).select(
+        assigned = labelled.select(
             "user_id",
             F.col("segment").cast("int"),
             centroid_distance("embedding", "segment", centers).alias("distance"),
@@ -124,6 +188,8 @@ def run(ctx: StageContext) -> None:
             changed="t.segment <> s.segment OR t.model_version <> s.model_version")
     finally:
         vectors.unpersist()
+        if space is not None:
+            space.unpersist()
     segments = ctx.lake.read(SEGMENTS_TABLE)
     profiles = _profiles(ctx, segments, version)
     ctx.lake.overwrite(profiles, PROFILES_TABLE)
@@ -131,10 +197,14 @@ def run(ctx: StageContext) -> None:
     k = model.getK()
     ctx.metric("k", k)
     ctx.metric("users", users)
-    ctx.metric("training_cost", float(model.summary.trainingCost))
+    if model.hasSummary:
+        ctx.metric("training_cost", float(model.summary.trainingCost))
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)
     mlflow.set_tag("segment_model_version", version)
     mlflow.log_dict({"k": k, "centers": centers, "encoder_version": encoder}, "kmeans.json")
+    if method == "kmeans":
+        in_use = register_segments(ctx.config, model, ctx.config.get("segment.model_uri", None))
+        ctx.log.info("registry alias now on the K-Means model in use: %s", in_use)
     ctx.log.info("%d users in %d segments (%s); merge: %s", users, k, version,
                  ", ".join(f"{v} {n}" for n, v in changes.items()))

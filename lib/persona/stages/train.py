@@ -11,9 +11,12 @@ from pyspark.sql import Row
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.model import AutoencoderSpec
-from persona.registry import ENCODER_ARTIFACT, MODELS_TABLE, save_encoder
+from persona.registry import ENCODER_ARTIFACT, MODELS_TABLE, register_encoder, save_encoder
 from persona.stages.features import FEATURES_TABLE
 from persona.training import train_autoencoder
+
+
+HELP = "train the denoising autoencoder with Horovod, data through Petastorm"
 
 
 def spec_from_config(ctx: StageContext, input_dim: int) -> AutoencoderSpec:
@@ -75,3 +78,6 @@ def run(ctx: StageContext) -> None:
                 final_loss=float(result.losses[-1]))
     ctx.lake.append(ctx.spark.createDataFrame([entry]), MODELS_TABLE)
     mlflow.set_tag("model_version", ctx.run_id)
+    registered = register_encoder(ctx.config, ctx.run_id, {
+        "feature_set_version": first["feature_set_version"], "final_loss": result.losses[-1]})
+    ctx.log.info("encoder registered as models:/%s/%s", registered.name, registered.version)

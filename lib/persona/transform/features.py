@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 SECONDS_PER_DAY = 86400.0
 # Hour-of-day buckets: name -> [start, end)
@@ -19,7 +20,11 @@ DAYPARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening
 # Heavy-tailed columns get a signed log before standardisation.
 LOG_COLUMNS = {"recency_days", "tenure_days", "n_events", "n_sessions", "active_days",
                "n_purchases", "monetary", "avg_order_value", "quantity", "content_n",
-               "content_text_length"}
+               "content_text_length", "n_items", "events_per_session", "mean_gap_days"}
+LOG_PATTERN = re.compile(r"^w\d+_(events|purchases|spend)$")
+# Levels rather than amounts: a user without reviews gets the population's mean, not 0
+# (which would read as "rates everything 0" and split users by whether they write).
+MEAN_IMPUTED = re.compile(r"^(content_avg_rating|content_text_length|text_\d+)$")
 
 
 def level_name(value: str) -> str:
@@ -133,16 +138,38 @@ def content_stats(content: DataFrame) -> DataFrame:
     )
 
 
-def fuse(base: DataFrame, groups: list[DataFrame]) -> DataFrame:
-    """Left-join feature groups onto ``base`` (the users with events); absent → 0.
-
-    A user with no reviews has rating statistics of 0 in the group's own scale; after
-    standardisation that is simply "below everyone who rated".
-    """
+def join_groups(base: DataFrame, groups: list[DataFrame]) -> DataFrame:
+    """Left-join feature groups onto ``base`` (the users with events); absent stays null."""
     out = base
     for group in groups:
         out = out.join(group, "user_id", "left")
-    return out.fillna(0.0)
+    return out
+
+
+def impute(df: DataFrame, means: dict[str, float]) -> DataFrame:
+    """Fill absent values: level columns (:data:`MEAN_IMPUTED`) with their mean from
+    ``means``, every other column (counts and shares) with 0."""
+    levels = {c: float(m or 0.0) for c, m in means.items() if MEAN_IMPUTED.match(c)}
+    return df.fillna(levels).fillna(0.0)
+
+
+def fuse(base: DataFrame, groups: list[DataFrame]) -> DataFrame:
+    """:func:`join_groups` then :func:`impute` with the joined columns' own means."""
+    joined = join_groups(base, groups)
+    stats = column_stats(joined, [c for c in joined.columns if c != "user_id"])
+    return impute(joined, {c: st["mean"] for c, st in stats.items()})
+
+
+def column_stats(df: DataFrame, columns: list[str]) -> dict[str, dict]:
+    """Share of nulls, min, max and mean of each column, in one aggregation."""
+    aggs = []
+    for c in columns:
+        aggs += [F.avg(F.col(c).isNull().cast("double")).alias(f"n_{c}"),
+                 F.min(c).alias(f"lo_{c}"), F.max(c).alias(f"hi_{c}"),
+                 F.avg(c).alias(f"m_{c}")]
+    row = df.agg(*aggs).first().asDict()
+    return {c: {"null_share": float(row[f"n_{c}"]), "min": row[f"lo_{c}"],
+                "max": row[f"hi_{c}"], "mean": row[f"m_{c}"]} for c in columns}
 
 
 @dataclass
@@ -158,7 +185,7 @@ class Scaler:
     @staticmethod
     def _pre(name: str) -> Column:
         col = F.col(name).cast("double")
-        if name in LOG_COLUMNS:
+        if name in LOG_COLUMNS or LOG_PATTERN.match(name):
             return F.signum(col) * F.log1p(F.abs(col))
         return col
 
@@ -192,3 +219,68 @@ class Scaler:
             z = F.greatest(F.lit(-self.clip), F.least(F.lit(self.clip), z))
             scaled.append((z * F.lit(self.weights[c])).cast("float"))
         return df.withColumn(output, F.array(*scaled))
+
+
+def activity_windows(events: DataFrame, as_of, windows: list[int],
+                     purchase_types: list[str]) -> DataFrame:
+    """Events, purchases and spend in each trailing window of ``windows`` days, and a trend.
+
+    ``trend`` compares the last ``windows[0]`` days with the same span just before it
+    (log ratio: > 0 when the user is speeding up, < 0 when slowing down).
+    """
+    age = (F.unix_timestamp(F.lit(as_of).cast("timestamp"))
+           - F.unix_timestamp("event_time")) / SECONDS_PER_DAY
+    is_purchase = F.col("event_type").isin(purchase_types)
+    cols: list[Column] = []
+    for w in windows:
+        inside = age < w
+        cols += [F.sum(F.when(inside, 1).otherwise(0)).cast("double").alias(f"w{w}_events"),
+                 F.sum(F.when(inside & is_purchase, 1).otherwise(0)).cast("double")
+                 .alias(f"w{w}_purchases"),
+                 F.coalesce(F.sum(F.when(inside & is_purchase, F.col("amount"))), F.lit(0.0))
+                 .cast("double").alias(f"w{w}_spend")]
+    span = windows[0]
+    recent = F.sum(F.when(age < span, 1).otherwise(0))
+    before = F.sum(F.when((age >= span) & (age < 2 * span), 1).otherwise(0))
+    cols.append((F.log1p(recent) - F.log1p(before)).alias("trend"))
+    return events.groupBy("user_id").agg(*cols)
+
+
+def diversity(events: DataFrame) -> DataFrame:
+    """Distinct items, category entropy (nats), events per session and mean gap in days
+    between active days."""
+    per_category = (events.where(F.col("category").isNotNull())
+                    .groupBy("user_id", "category").count())
+    entropy = (per_category
+               .withColumn("p", F.col("count") / F.sum("count").over(
+                   Window.partitionBy("user_id")))
+               .groupBy("user_id").agg((-F.sum(F.col("p") * F.log("p"))).alias("category_entropy")))
+    days = F.countDistinct(F.to_date("event_time"))
+    span = (F.unix_timestamp(F.max("event_time")) - F.unix_timestamp(F.min("event_time"))) \
+        / SECONDS_PER_DAY
+    activity = events.groupBy("user_id").agg(
+        F.countDistinct("item_id").cast("double").alias("n_items"),
+        (F.count(F.lit(1)) / F.greatest(F.countDistinct("session_id"), F.lit(1)))
+        .cast("double").alias("events_per_session"),
+        F.when(days > 1, span / (days - 1)).otherwise(0.0).alias("mean_gap_days"),
+    )
+    return activity.join(entropy, "user_id", "left").fillna(0.0, ["category_entropy"])
+
+
+def text_vectors(content: DataFrame, size: int, seed: int, min_count: int = 2) -> DataFrame:
+    """Each user's reviews as the mean Word2Vec vector of their words (MLlib, trained here).
+
+    Columns ``text_0 .. text_{size-1}``; users without text get none (zeros after fusion).
+    """
+    from pyspark.ml.feature import RegexTokenizer, StopWordsRemover, Word2Vec
+    from pyspark.ml.functions import vector_to_array
+
+    docs = content.where(F.col("text").isNotNull()).select("user_id", "text")
+    words = RegexTokenizer(inputCol="text", outputCol="tokens", pattern="[^\\p{L}]+",
+                           minTokenLength=2).transform(docs)
+    words = StopWordsRemover(inputCol="tokens", outputCol="words").transform(words)
+    model = Word2Vec(vectorSize=size, minCount=min_count, seed=seed, inputCol="words",
+                     outputCol="vector", maxIter=2).fit(words)
+    vectors = model.transform(words).withColumn("v", vector_to_array("vector"))
+    return vectors.groupBy("user_id").agg(
+        *[F.avg(F.col("v")[i]).alias(f"text_{i}") for i in range(size)])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
@@ -21,20 +22,25 @@ def safe_name(name: str) -> str:
     return re.sub(r"[ ,;{}()\n\t=]", "_", name)
 
 
+def _sql(raw: DataFrame, text: str, problem: str) -> Column:
+    """A SQL expression over the raw columns, checked now so a mistake is one clear error."""
+    try:
+        column = F.expr(text)
+        raw.select(column)
+    except AnalysisException as exc:  # ParseException is an AnalysisException
+        first = str(exc).strip().splitlines()[0]
+        raise PersonaError(f"{problem} {text!r}: {first}") from None
+    return column
+
+
 def _source_column(raw: DataFrame, spec: SourceSpec, canonical: str) -> Column:
     mapped = spec.columns[canonical]
     if isinstance(mapped, dict):
         if "expr" not in mapped:
             raise PersonaError(f"sources.{spec.name}.columns.{canonical}: expected a column "
                                f"name or {{expr: <SQL expression>}}")
-        column = F.expr(str(mapped["expr"]))
-        try:
-            raw.select(column)
-        except AnalysisException as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise PersonaError(f"sources.{spec.name}.columns.{canonical}: invalid expression "
-                               f"{mapped['expr']!r}: {first}") from None
-        return column
+        return _sql(raw, str(mapped["expr"]),
+                    f"sources.{spec.name}.columns.{canonical}: invalid expression")
     if mapped not in raw.columns:
         raise PersonaError(
             f"sources.{spec.name}: column {mapped!r} (mapped to {canonical}) not found in "
@@ -68,12 +74,16 @@ def _parse(raw: DataFrame, spec: SourceSpec, canonical: str) -> tuple[Column, Co
 def validate(raw: DataFrame, spec: SourceSpec) -> DataFrame:
     """Add the canonical columns (typed) and ``_reason`` to ``raw``.
 
-    A row is rejected, with the first reason that applies, when a required column is empty,
+    Canonical columns not in the mapping are read from a raw column of the same name
+    when there is one. A row is rejected, with the first reason that applies, when a required column is empty,
     a timestamp or number does not parse, or a configured ``reject`` rule holds.
     Raw columns are kept (renamed to Delta-safe names) for the quarantine table.
     """
     reasons: list[Column] = []
     typed: dict[str, Column] = {}
+    # Optional canonical columns not mapped explicitly are taken from same-named raw columns.
+    spec = replace(spec, columns={**{c: c for c in spec.types if c in raw.columns},
+                                  **spec.columns})
     for canonical in spec.types:
         if canonical not in spec.columns:
             typed[canonical] = F.lit(None).cast(spec.types[canonical])
@@ -89,13 +99,7 @@ def validate(raw: DataFrame, spec: SourceSpec) -> DataFrame:
             reasons.append(F.when(text.isNotNull() & value.isNull(),
                                   F.lit(f"{canonical} is not a number")))
     for rule in spec.rules:
-        try:
-            predicate = F.expr(rule.when)
-            raw.select(predicate)
-        except AnalysisException as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise PersonaError(f"sources.{spec.name}.reject: invalid condition "
-                               f"{rule.when!r}: {first}") from None
+        predicate = _sql(raw, rule.when, f"sources.{spec.name}.reject: invalid condition")
         reasons.append(F.when(F.coalesce(predicate, F.lit(False)), F.lit(rule.reason)))
 
     raw_cols = [F.col(f"`{c}`").cast("string").alias(safe_name(c)) for c in raw.columns

@@ -1,0 +1,95 @@
+"""Persona in Airflow: one spark-submit per stage, the run's logical date as ``features.as_of``.
+
+A run for logical date D builds the features from the events up to D and re-assigns the
+segments, so ``airflow backfill create --dag-id persona_pipeline --from-date ... --to-date ...``
+rebuilds past dates' segments (one run at a time: every run writes the same lake tables,
+and Delta keeps each run's version for time travel).
+
+Params (defaults from the scheduler's environment, overridable per run with ``--conf``):
+``conn_id`` (the Spark connection: master and deploy mode), ``config`` (the job's YAML),
+``persona_home`` (what ``make package`` builds: ``jobs/``, ``conf/``, ``persona.zip``),
+``python`` (the jobs' interpreter on the cluster), ``packages``/``jars`` (Delta Lake's JVM
+half), ``spark_conf`` (spark-submit ``--conf`` settings), ``overrides`` (``key=value``
+strings passed to every stage as ``--set``).
+
+Parsing this file imports only Airflow: the jobs' packages live on the cluster.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG, Param
+
+STAGES = ("ingest", "features", "train", "embed", "segment")
+PERSONA_HOME = os.environ.get("PERSONA_HOME", "/opt/persona")
+DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"
+# The run's logical date (a manually triggered run without one: when it was queued).
+AS_OF = "{{ (logical_date or dag_run.run_after).isoformat() }}"
+
+
+class StageSubmit(SparkSubmitOperator):
+    """spark-submit of ``jobs/<stage>.py``: the Spark connection is the run's ``conn_id``
+    param, ``spark_conf`` adds ``--conf`` settings, ``overrides`` adds ``--set`` arguments."""
+
+    def __init__(self, *, stage: str, **kwargs):
+        super().__init__(
+            task_id=stage,
+            name=f"persona-{stage}",
+            application=f"{{{{ params.persona_home }}}}/jobs/{stage}.py",
+            py_files="{{ params.persona_home }}/persona.zip",
+            conf={"spark.driver.extraJavaOptions": "-Dlog4j.configurationFile="
+                  "file:{{ params.persona_home }}/conf/log4j2.properties"},
+            packages="{{ params.packages }}",
+            jars="{{ params.jars }}",
+            env_vars={"PYSPARK_PYTHON": "{{ params.python }}",
+                      "PYSPARK_DRIVER_PYTHON": "{{ params.python }}"},
+            application_args=["--conf", "{{ params.config }}",
+                              "--set", f"features.as_of={AS_OF}"],
+            **kwargs,
+        )
+
+    def execute(self, context):
+        params = context["params"]
+        self._conn_id = params["conn_id"]
+        self.conf = {**(self.conf or {}), **params["spark_conf"]}
+        self.application_args = [*self.application_args,
+                                 *[arg for item in params["overrides"] for arg in ("--set", item)]]
+        return super().execute(context)
+
+
+with DAG(
+    dag_id="persona_pipeline",
+    description="Raw user data → Delta features → Horovod autoencoder → embeddings → segments",
+    schedule="@daily",
+    start_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "retries": 3,
+        "retry_delay": timedelta(minutes=2),
+        "retry_exponential_backoff": 2.0,  # waits 2, 4, 8 minutes
+        "max_retry_delay": timedelta(minutes=30),
+        "execution_timeout": timedelta(hours=6),
+    },
+    params={
+        "conn_id": Param("spark_default", type="string", description="Spark connection id"),
+        "config": Param(os.path.join(PERSONA_HOME, "conf", "cluster.yaml"), type="string",
+                        description="the jobs' YAML configuration"),
+        "persona_home": Param(PERSONA_HOME, type="string",
+                              description="folder with jobs/, conf/ and persona.zip"),
+        "python": Param(os.environ.get("PERSONA_PYTHON", "python3"), type="string",
+                        description="Python interpreter of the jobs on the cluster"),
+        "packages": Param(DELTA_PACKAGE, type="string", description="spark-submit --packages"),
+        "jars": Param("", type="string", description="spark-submit --jars"),
+        "spark_conf": Param({}, type="object",
+                            description="spark-submit --conf settings, e.g. executor sizing"),
+        "overrides": Param([], type="array", items={"type": "string"},
+                           description="key=value configuration overrides for every stage"),
+    },
+    tags=["persona"],
+) as dag:
+    tasks = [StageSubmit(stage=stage) for stage in STAGES]
+    for upstream, downstream in zip(tasks, tasks[1:]):
+        upstream >> downstream

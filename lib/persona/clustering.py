@@ -1,0 +1,76 @@
+"""Spark MLlib K-Means as the engine uses it: best of several starts, and the choice of k."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.ml.clustering import KMeans, KMeansModel
+from pyspark.sql import DataFrame
+
+from persona.transform.metrics import CRITERIA, choose_k, internal_metrics
+
+
+def fit_kmeans(vectors: DataFrame, k: int, seed: int, max_iter: int, n_init: int = 1,
+               features: str = "vector", prediction: str = "segment") -> KMeansModel:
+    """K-Means (k-means|| start) from ``n_init`` seeds; the fit of lowest cost wins."""
+    best = None
+    for i in range(n_init):
+        model = KMeans(k=k, seed=seed + i, maxIter=max_iter, featuresCol=features,
+                       predictionCol=prediction, initMode="k-means||").fit(vectors)
+        if best is None or model.summary.trainingCost < best.summary.trainingCost:
+            best = model
+    return best
+
+
+@dataclass
+class KSelection:
+    """The chosen model, and every criterion for every k tried."""
+
+    model: KMeansModel
+    criterion: str
+    scores: dict[int, dict[str, float]]
+    best_by: dict[str, int]
+
+
+def select_k(vectors: DataFrame, candidates: list[int], criterion: str, seed: int,
+             max_iter: int, n_init: int, total: int, sample_size: int,
+             column: str = "embedding", log=None) -> KSelection:
+    """Fit K-Means for each k and score it by every criterion; keep the best by ``criterion``.
+
+    ``vectors`` has the array column ``column`` and its MLlib vector ``vector``.
+    """
+    models, scores = {}, {}
+    for k in candidates:
+        model = fit_kmeans(vectors, k, seed, max_iter, n_init)
+        scores[k] = internal_metrics(model.transform(vectors), column, "segment", total,
+                                     sample_size, seed)
+        scores[k]["cost"] = float(model.summary.trainingCost)
+        models[k] = model
+        if log:
+            log("k=%d: silhouette %.4f, Davies-Bouldin %.4f, Calinski-Harabasz %.1f", k,
+                scores[k]["silhouette"], scores[k]["davies_bouldin"],
+                scores[k]["calinski_harabasz"])
+    best_by = {c: choose_k(scores, c) for c in CRITERIA}
+    return KSelection(models[best_by[criterion]], criterion, scores, best_by)
+
+
+def plot_k_selection(selection: KSelection, path: str) -> None:
+    """One panel per criterion against k, the chosen k marked; written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(selection.scores)
+    chosen = selection.model.getK()
+    fig, axes = plt.subplots(1, len(CRITERIA), figsize=(4 * len(CRITERIA), 3.2))
+    for ax, (name, higher) in zip(axes, CRITERIA.items()):
+        ax.plot(ks, [selection.scores[k][name] for k in ks], marker="o")
+        ax.axvline(chosen, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_title(f"{name.replace('_', '-')} ({'higher' if higher else 'lower'} is better)",
+                     fontsize=9)
+        ax.set_xlabel("k")
+        ax.set_xticks(ks)
+    fig.suptitle(f"k = {chosen} chosen by {selection.criterion.replace('_', '-')}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,228 @@
+"""evaluate: how good gold/user_segments is, beside K-Means baselines on the same users.
+
+For every segmentation (the engine's, K-Means on the scaled features, and PCA to the latent
+size + K-Means): internal metrics in the scaled feature space and in the space it was
+clustered in; ACC, NMI and ARI against labels when there are any (``evaluate.truth.*``, or
+the label column of ``features.input``); and stability, the ARI between the segmentation
+and K-Means re-fitted on bootstrap samples with other seeds. Everything goes to MLflow and
+to gold/segment_quality (one row per method, space and metric).
+"""
+from __future__ import annotations
+
+import time
+
+import mlflow
+from pyspark import StorageLevel
+from pyspark.ml.feature import PCA
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, StringType, StructField, StructType
+from pyspark.sql.utils import AnalysisException
+
+from persona.clustering import fit_kmeans
+from persona.context import StageContext
+from persona.errors import PersonaError
+from persona.feature_input import LABELS_TABLE
+from persona.registry import MODELS_TABLE, load_encoder
+from persona.stages.embed import EMBEDDINGS_TABLE
+from persona.stages.features import FEATURES_TABLE
+from persona.stages.segment import SEGMENTS_TABLE
+from persona.transform.embedding import encode
+from persona.transform.metrics import ari, contingency, external_metrics, internal_metrics
+
+HELP = "segment quality: internal/external metrics, K-Means baselines, stability"
+QUALITY_TABLE = "gold/segment_quality"
+ENGINE = "persona"
+QUALITY_SCHEMA = StructType([
+    StructField("method", StringType()), StructField("space", StringType()),
+    StructField("metric", StringType()), StructField("value", DoubleType()),
+    StructField("segment_model_version", StringType())])
+
+
+def _truth(ctx: StageContext, feature_set: str) -> DataFrame | None:
+    """(user_id, label) from ``evaluate.truth.path``, else silver/user_labels, else None."""
+    cfg = ctx.config
+    if cfg.get("evaluate.truth.path", None):
+        path = cfg.path_of("evaluate.truth.path")
+        fmt = str(cfg.get("evaluate.truth.format", "csv")).lower()
+        id_column = str(cfg.get("evaluate.truth.id_column", "user_id"))
+        label_column = str(cfg.get("evaluate.truth.label_column", "segment"))
+        try:
+            df = ctx.spark.read.format(fmt).options(
+                **({"header": "true"} if fmt == "csv" else {})).load(path)
+        except AnalysisException as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise PersonaError(f"evaluate.truth.path: cannot read {path} as {fmt}: "
+                               f"{first}") from None
+        for key, name in (("id_column", id_column), ("label_column", label_column)):
+            if name not in df.columns:
+                raise PersonaError(f"evaluate.truth.{key}: column {name!r} not found in "
+                                   f"{path}; available: {', '.join(df.columns)}")
+        ctx.log.info("labels: %s of %s", label_column, path)
+        return df.select(F.col(f"`{id_column}`").cast("string").alias("user_id"),
+                         F.col(f"`{label_column}`").cast("string").alias("label"))
+    if ctx.lake.exists(LABELS_TABLE):
+        labels = ctx.lake.read(LABELS_TABLE)
+        if labels.select("feature_set_version").first()[0] == feature_set:
+            ctx.log.info("labels: %s", LABELS_TABLE)
+            return labels.select("user_id", "label")
+        ctx.log.info("%s ignored: it belongs to another feature set", LABELS_TABLE)
+    return None
+
+
+def _segment_space(ctx: StageContext, encoder: str, features: DataFrame) -> DataFrame:
+    """(user_id, embedding) in the space the segments were assigned in: the embeddings of
+    encoder ``encoder``, or, for a refined (DEC/IDEC) encoder, the users encoded with it."""
+    if ctx.lake.exists(EMBEDDINGS_TABLE):
+        embeddings = ctx.lake.read(EMBEDDINGS_TABLE)
+        if embeddings.select("model_version").first()[0] == encoder:
+            return embeddings.select("user_id", "embedding")
+    entry = (ctx.lake.read(MODELS_TABLE).where(F.col("model_version") == encoder).first()
+             if ctx.lake.exists(MODELS_TABLE) else None)
+    if entry is None:
+        raise PersonaError(f"{SEGMENTS_TABLE} was assigned with encoder {encoder}, which is "
+                           f"neither in {EMBEDDINGS_TABLE} nor in {MODELS_TABLE}: run "
+                           "`persona embed` and `persona segment` first")
+    architecture, weights = load_encoder(entry["model_uri"])
+    return encode(features.select("user_id", "features"), architecture, weights).select(
+        "user_id", "embedding")
+
+
+def _baselines(ctx: StageContext, data: DataFrame, k: int, latent: int, dims: int,
+               fit: dict) -> tuple[DataFrame, dict[str, float]]:
+    """Add ``raw_kmeans`` (K-Means on v_features), ``pca`` (array) and ``pca_kmeans``."""
+    seconds = {}
+    start = time.time()
+    raw = fit_kmeans(data, k, features="v_features", prediction="raw_kmeans", **fit)
+    data = raw.transform(data)
+    seconds["raw_kmeans"] = time.time() - start
+    start = time.time()
+    pca = PCA(k=min(latent, dims), inputCol="v_features", outputCol="v_pca").fit(data)
+    data = pca.transform(data).withColumn("pca", vector_to_array("v_pca", "float32"))
+    model = fit_kmeans(data, k, features="v_pca", prediction="pca_kmeans", **fit)
+    data = model.transform(data)
+    seconds["pca_kmeans"] = time.time() - start
+    ctx.log.info("baselines fitted: K-Means on %d scaled features (%.1f s), PCA to %d "
+                 "dimensions + K-Means (%.1f s)", dims, seconds["raw_kmeans"],
+                 min(latent, dims), seconds["pca_kmeans"])
+    return data, seconds
+
+
+def _stability(data: DataFrame, method: str, vector: str, k: int, runs: int, seed: int,
+               max_iter: int) -> list[float]:
+    """ARI between ``method`` and K-Means fitted on each of ``runs`` bootstrap samples
+    (drawn with replacement, another seed each) and applied to every user."""
+    scores = []
+    for i in range(1, runs + 1):
+        sample = data.select(vector).sample(withReplacement=True, fraction=1.0, seed=seed + i)
+        model = fit_kmeans(sample, k, seed + 1000 * i, max_iter, features=vector,
+                           prediction="_refit")
+        refit = model.transform(data.select(method, vector))
+        scores.append(ari(contingency(refit, method, "_refit")))
+    return scores
+
+
+def _table(rows: list[tuple], methods: list[str]) -> str:
+    """A plain-text table of the headline numbers, one line per method."""
+    values = {(m, s, k): v for m, s, k, v in rows}
+    columns = [("labels", "acc", "ACC"), ("labels", "nmi", "NMI"), ("labels", "ari", "ARI"),
+               ("features", "silhouette", "silhouette"),
+               ("features", "davies_bouldin", "Davies-Bouldin"),
+               ("features", "calinski_harabasz", "Calinski-Harabasz"),
+               ("stability", "ari_mean", "stability ARI")]
+    present = [c for c in columns if any((m, c[0], c[1]) in values for m in methods)]
+    lines = ["method      " + "".join(f"{c[2]:>19}" for c in present)]
+    for m in methods:
+        cells = [values.get((m, space, metric)) for space, metric, _ in present]
+        lines.append(f"{m:<12}" + "".join(f"{'-' if v is None else f'{v:.4f}':>19}"
+                                          for v in cells))
+    return "\n".join(lines)
+
+
+def run(ctx: StageContext) -> None:
+    cfg = ctx.config
+    sample_size = cfg.integer("evaluate.sample", 10000, minimum=100)
+    runs = cfg.integer("evaluate.stability_runs", 5, minimum=0)
+    baselines = cfg.get("evaluate.baselines", True)
+    if not isinstance(baselines, bool):
+        raise PersonaError(f"evaluate.baselines must be true or false, got {baselines!r}")
+    seed = cfg.integer("segment.seed", 7)
+    fit = {"seed": seed, "max_iter": cfg.integer("segment.max_iter", 50, minimum=1),
+           "n_init": cfg.integer("segment.n_init", 1, minimum=1)}
+
+    segments = ctx.lake.read(SEGMENTS_TABLE)
+    features = ctx.lake.read(FEATURES_TABLE)
+    head = segments.select("model_version", "encoder_version").first()
+    if head is None:
+        raise PersonaError(f"{SEGMENTS_TABLE} is empty: run `persona segment` first")
+    version, encoder = head
+    space = _segment_space(ctx, encoder, features)
+    truth = _truth(ctx, features.select("feature_set_version").first()[0])
+
+    data = (features.select("user_id", "features")
+            .join(segments.select("user_id", F.col("segment").alias(ENGINE)), "user_id")
+            .join(space, "user_id"))
+    if truth is not None:
+        data = data.join(truth, "user_id", "left")
+    data = data.withColumn("v_features", array_to_vector("features")).withColumn(
+        "v_embedding", array_to_vector("embedding")).persist(StorageLevel.MEMORY_AND_DISK)
+    first = data.select(F.size("features").alias("d"), F.size("embedding").alias("z")).first()
+    users = data.count()
+    k = data.select(ENGINE).distinct().count()
+    if users < 3 or k < 2:
+        raise PersonaError(f"{users} segmented user(s) in {k} segment(s): nothing to evaluate")
+
+    spaces = {ENGINE: {"own": ("embedding", "v_embedding"), "features": ("features", None)}}
+    seconds: dict[str, float] = {}
+    if baselines:
+        evaluated, seconds = _baselines(ctx, data, k, first["z"], first["d"], fit)
+        evaluated = evaluated.persist(StorageLevel.MEMORY_AND_DISK)
+        data.unpersist()
+        data = evaluated
+        spaces["raw_kmeans"] = {"features": ("features", "v_features")}
+        spaces["pca_kmeans"] = {"own": ("pca", "v_pca"), "features": ("features", None)}
+    try:
+        rows = _measure(ctx, data, spaces, truth is not None, users, k, runs, sample_size, fit)
+    finally:
+        data.unpersist()
+    rows += [(m, "time", "seconds", s) for m, s in seconds.items()]
+
+    for method, space_name, metric, value in rows:
+        name = (f"{method}.{metric}" if space_name in ("labels", "time")
+                else f"{method}.{space_name}.{metric}")
+        ctx.metric(name, value)
+    ctx.metric("users", users)
+    ctx.metric("k", k)
+    ctx.lake.overwrite(ctx.spark.createDataFrame(
+        [(m, s, n, float(v), version) for m, s, n, v in rows], QUALITY_SCHEMA), QUALITY_TABLE)
+    table = _table(rows, list(spaces))
+    mlflow.log_text(table + "\n", "evaluation.txt")
+    mlflow.log_dict({"segment_model_version": version, "users": users, "k": k,
+                     "results": [dict(zip(("method", "space", "metric", "value"), r))
+                                 for r in rows]}, "evaluation.json")
+    mlflow.set_tag("segment_model_version", version)
+    ctx.log.info("%d users, %d segments (model %s)\n%s", users, k, version, table)
+
+
+def _measure(ctx: StageContext, data: DataFrame, spaces: dict, labelled: bool, users: int,
+             k: int, runs: int, sample_size: int, fit: dict) -> list[tuple]:
+    """(method, space, metric, value) for every segmentation: internal metrics per space,
+    external metrics against ``label``, and stability in the segmentation's own space."""
+    rows: list[tuple] = []
+    for method, method_spaces in spaces.items():
+        for space_name, (column, _) in method_spaces.items():
+            scores = internal_metrics(data, column, method, users, sample_size, fit["seed"])
+            rows += [(method, space_name, name, value) for name, value in scores.items()]
+        if labelled:
+            table = contingency(data, "label", method)
+            rows += [(method, "labels", name, value)
+                     for name, value in external_metrics(table).items()]
+            rows.append((method, "labels", "labelled_users", float(table.sum())))
+        if runs:
+            vector = next(v for _, v in method_spaces.values() if v)
+            scores = _stability(data, method, vector, k, runs, fit["seed"], fit["max_iter"])
+            rows += [(method, "stability", "ari_mean", sum(scores) / len(scores)),
+                     (method, "stability", "ari_min", min(scores))]
+        ctx.log.info("%s measured", method)
+    return rows

@@ -1,0 +1,376 @@
+"""tag: supervised profile tags → gold/user_tags (every user) and gold/tag_metrics.
+
+Each target under ``tags.<name>`` (see :mod:`persona.tag_config`) is a user attribute
+known for some users, or a label from behaviour after a cut-off date learned from
+point-in-time features computed before it. Per tag, a DNN trained by Horovod ranks and a
+Spark MLlib logistic regression are fitted on the same split by user; the decision
+threshold of a binary tag is chosen on the validation users; both models and the
+majority class are evaluated on the held-out test users.
+
+gold/user_tags has one row per user and tag: user_id, tag, value, probability (of that
+value), observed (the attribute's known value, if any) and model_version (the MLflow
+run). gold/tag_metrics has one row per tag and model (dnn, logreg, majority).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+
+import mlflow
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (ArrayType, DoubleType, LongType, StringType, StructField,
+                               StructType)
+
+from persona.context import StageContext
+from persona.errors import PersonaError
+from persona.stages.embed import EMBEDDINGS_TABLE
+from persona.stages.features import FEATURES_TABLE, _groups, feature_columns
+from persona.stages.train import _cache_url
+from persona.tag_config import INPUTS, TagSpec, tag_specs
+from persona.tagging import ClassifierSpec, train_classifier, validation_arrays
+from persona.transform import features as fx
+from persona.transform import tags as tx
+from persona.transform.embedding import encode
+from persona.transform.splits import user_bucket
+
+HELP = "profile tags: a Horovod DNN and a logistic baseline per tag → gold/user_tags"
+TAGS_TABLE = "gold/user_tags"
+METRICS_TABLE = "gold/tag_metrics"
+MODELS = ("dnn", "logreg", "majority")
+THRESHOLDS = [round(0.02 + 0.01 * i, 2) for i in range(97)]
+METRICS_SCHEMA = StructType([
+    StructField("tag", StringType()), StructField("model", StringType()),
+    StructField("target", StringType()), StructField("classes", ArrayType(StringType())),
+    StructField("threshold", DoubleType()), StructField("accuracy", DoubleType()),
+    StructField("precision", DoubleType()), StructField("recall", DoubleType()),
+    StructField("f1", DoubleType()), StructField("roc_auc", DoubleType()),
+    StructField("confusion", ArrayType(ArrayType(LongType()))),
+    StructField("train_users", LongType()), StructField("validation_users", LongType()),
+    StructField("test_users", LongType()), StructField("inputs", StringType()),
+    StructField("cutoff", StringType()), StructField("model_version", StringType()),
+])
+
+
+def enabled(config) -> bool:
+    """`persona run` trains tags only when ``tags`` declares some."""
+    return bool(config.get("tags", None))
+
+
+def _timestamp(ctx: StageContext, spec: TagSpec) -> dt.datetime:
+    try:
+        value = ctx.spark.sql(f"SELECT CAST('{spec.cutoff}' AS TIMESTAMP) AS t").first()["t"]
+    except Exception:  # Spark raises on a malformed literal in ANSI mode
+        value = None
+    if value is None:
+        raise PersonaError(f"tags.{spec.name}.cutoff: not a timestamp: {spec.cutoff!r}")
+    return value
+
+
+@dataclass
+class Dataset:
+    """A tag's labelled users with their input columns, and the users to tag."""
+
+    labelled: DataFrame  # user_id, label, the feature columns
+    scoring: DataFrame  # user_id, observed, the feature columns
+    columns: list[str]
+
+
+def _declared_attributes(ctx: StageContext) -> list[str]:
+    return [a for kind in ("categorical", "numeric")
+            for a in ctx.config.get(f"sources.users.attributes.{kind}", None) or []]
+
+
+def _attribute_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> Dataset:
+    users = ctx.lake.read("bronze/users")
+    if spec.attribute not in users.columns:
+        raise PersonaError(f"tags.{spec.name}.attribute: bronze/users has no column "
+                           f"{spec.attribute!r} (declare it under sources.users.attributes)")
+    columns = feature_columns(silver)
+    leaking = tx.leaking_columns(columns, spec.attribute, _declared_attributes(ctx))
+    if leaking:
+        ctx.log.info("tag %s: leaving out %s (made from the attribute itself)", spec.name,
+                     ", ".join(leaking))
+    columns = [c for c in columns if c not in leaking]
+    labels = tx.attribute_labels(users, spec.attribute, spec.bins)
+    base = silver.select("user_id", *columns)
+    return Dataset(base.join(labels, "user_id"),
+                   base.join(labels.withColumnRenamed("label", "observed"), "user_id", "left"),
+                   columns)
+
+
+def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> Dataset:
+    events = ctx.lake.read("bronze/events")
+    cutoff = _timestamp(ctx, spec)
+    span = events.agg(F.min("event_time").alias("first"),
+                      F.max("event_time").alias("last")).first()
+    end = cutoff + dt.timedelta(days=spec.horizon_days)
+    if span["first"] is None or cutoff <= span["first"]:
+        raise PersonaError(f"tags.{spec.name}.cutoff {cutoff} is not after the first event "
+                           f"({span['first']}): no history to learn from")
+    if end > span["last"]:
+        raise PersonaError(f"tags.{spec.name}: cutoff {cutoff} + {spec.horizon_days} days ends "
+                           f"after the last event ({span['last']}): the outcome would be cut "
+                           f"short; move the cutoff earlier or shorten horizon_days")
+    before = events.where(F.col("event_time") <= F.lit(cutoff))
+    groups = _groups(ctx, before, cutoff)
+    if groups.pop("text", None) is not None:
+        ctx.log.info("tag %s: text vectors left out: refitted at the cutoff, their dimensions "
+                     "would not mean what they mean in %s", spec.name, FEATURES_TABLE)
+    base, *rest = groups.values()
+    history = fx.fuse(base, rest)
+    columns = [c for c in history.columns if c != "user_id"]
+    purchases = list(ctx.config.get("features.purchase_types", ["purchase"]))
+    labels = tx.behaviour_labels(events, cutoff, spec.horizon_days, spec.label, purchases,
+                                 spec.top_share)
+    absent = [c for c in columns if c not in silver.columns]
+    if absent:
+        ctx.log.info("tag %s: %s not in %s: taken as 0 when tagging", spec.name,
+                     ", ".join(absent), FEATURES_TABLE)
+    scoring = silver.select("user_id", *[F.col(c) if c in silver.columns else
+                                         F.lit(0.0).alias(c) for c in columns])
+    return Dataset(history.join(labels, "user_id"),
+                   scoring.withColumn("observed", F.lit(None).cast("string")), columns)
+
+
+def _inputs(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> list[str]:
+    """The model's inputs; the embedding only when it cannot give the label away."""
+    problem = None
+    if not ctx.lake.exists(EMBEDDINGS_TABLE):
+        problem = f"{EMBEDDINGS_TABLE} does not exist"
+    elif spec.attribute:
+        if tx.leaking_columns(feature_columns(silver), spec.attribute,
+                              _declared_attributes(ctx)):
+            problem = (f"the encoder was trained on features made from {spec.attribute!r}, "
+                       f"so the embedding gives its value away")
+    else:
+        as_of = silver.select("as_of").first()["as_of"]
+        if as_of is not None and as_of > _timestamp(ctx, spec):
+            problem = (f"the embedding describes users as of {as_of}, after the cutoff "
+                       f"{spec.cutoff}, so it sees the outcome")
+    if spec.inputs is None:
+        if problem:
+            ctx.log.info("tag %s: inputs are the features only (%s)", spec.name, problem)
+            return ["features"]
+        return list(INPUTS)
+    if "embedding" in spec.inputs and problem:
+        raise PersonaError(f"tags.{spec.name}.inputs: cannot use the embedding: {problem}")
+    return spec.inputs
+
+
+def _with_x(df: DataFrame, inputs: list[str], scaler: fx.Scaler | None,
+            embeddings: DataFrame | None) -> DataFrame:
+    """Add ``x``: the scaled feature columns and/or the embedding, as one array<float>."""
+    if "embedding" in inputs:
+        df = df.join(embeddings, "user_id")
+    parts = []
+    if "features" in inputs:
+        df = scaler.transform(df, output="_scaled")
+        parts.append(F.col("_scaled"))
+    if "embedding" in inputs:
+        parts.append(F.col("embedding"))
+    return df.withColumn("x", parts[0] if len(parts) == 1 else F.concat(*parts))
+
+
+@dataclass
+class Evaluation:
+    """One model on the test users: threshold (binary tags), scores, confusion matrix."""
+
+    threshold: float | None
+    scores: dict
+    roc_auc: float | None
+    confusion: list[list[int]]
+
+
+def _evaluate(scored: DataFrame, spec: TagSpec, classes: list[str]) -> Evaluation:
+    """Threshold on the validation users (binary tags), scores on the test users;
+    ``scored`` has ``part``, ``y`` and ``proba`` (class probabilities)."""
+    threshold = None
+    if spec.binary:
+        counts = tx.threshold_counts(scored.where(F.col("part") == "validation"), THRESHOLDS)
+        threshold = tx.best_threshold(counts)
+    test = scored.where(F.col("part") == "test")
+    predicted = test.withColumn("prediction", tx.predict("proba", spec.binary, threshold or 0.5))
+    matrix = tx.confusion(predicted, classes)
+    return Evaluation(threshold, tx.scores(matrix, spec.binary), tx.roc_auc(test, classes),
+                      matrix)
+
+
+def _majority(matrix: list[list[int]], majority: int, binary: bool) -> Evaluation:
+    """Always predicting the training users' most frequent class, on the same test users."""
+    k = len(matrix)
+    constant = [[sum(row) if j == majority else 0 for j in range(k)] for row in matrix]
+    return Evaluation(None, tx.scores(constant, binary), None, constant)
+
+
+def _logistic(rows: DataFrame) -> DataFrame:
+    """The baseline: weighted logistic regression on the same inputs; adds ``proba``."""
+    vectors = rows.withColumn("_v", array_to_vector("x"))
+    model = LogisticRegression(featuresCol="_v", labelCol="y", weightCol="weight",
+                               probabilityCol="_p", maxIter=100, regParam=0.01).fit(
+        vectors.where(F.col("part") == "train"))
+    return model.transform(vectors).withColumn("proba", vector_to_array("_p").cast(
+        "array<float>")).drop("_v", "_p", "rawPrediction", "prediction")
+
+
+def _save_model(name: str, result, scaler: fx.Scaler | None, inputs: list[str],
+                columns: list[str], classes: list[str], threshold: float | None) -> None:
+    """The classifier (Keras JSON + weights) and how to build its input, as artifacts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, "classifier.json"), "w", encoding="utf-8") as fh:
+            fh.write(result.model_json)
+        np.savez(os.path.join(tmp, "weights.npz"), *result.weights)
+        with open(os.path.join(tmp, "inputs.json"), "w", encoding="utf-8") as fh:
+            json.dump({"inputs": inputs, "columns": columns, "classes": classes,
+                       "threshold": threshold,
+                       "scaler": scaler and {"means": scaler.means, "stds": scaler.stds}},
+                      fh, indent=2)
+        mlflow.log_artifacts(tmp, f"tags/{name}/model")
+
+
+def metric_name(*parts: str) -> str:
+    """An MLflow metric name from parts (class values may hold characters it refuses)."""
+    return ".".join(re.sub(r"[^0-9A-Za-z_\-. /:]", "_", str(p)) for p in parts)
+
+
+def _split(spec: TagSpec, labelled: DataFrame) -> DataFrame:
+    bucket = user_bucket(spec.seed)
+    return labelled.withColumn(
+        "part", F.when(bucket < spec.test_fraction, "test")
+        .when(bucket < spec.test_fraction + spec.validation_fraction, "validation")
+        .otherwise("train"))
+
+
+def _classes(spec: TagSpec, labelled: DataFrame) -> tuple[list[str], dict, dict]:
+    """``(classes, training users per class, users per part)``, checked."""
+    sizes = {r["part"]: r["count"] for r in labelled.groupBy("part").count().collect()}
+    counts = tx.class_counts(labelled.where(F.col("part") == "train"))
+    classes = tx.order_classes(counts, spec.binary,
+                               tx.band_labels(spec.bins) if spec.bins else None)
+    if len([c for c in classes if counts.get(c)]) < 2:
+        raise PersonaError(f"tags.{spec.name}: the training users have a single class "
+                           f"({', '.join(counts) or 'none'}): nothing to learn")
+    if len(classes) > spec.max_classes:
+        raise PersonaError(f"tags.{spec.name}: {len(classes)} classes, more than "
+                           f"tags.{spec.name}.max_classes={spec.max_classes}; use bins or "
+                           f"another attribute")
+    if min(sizes.get("validation", 0), sizes.get("test", 0)) == 0:
+        raise PersonaError(f"tags.{spec.name}: too few labelled users ({sum(sizes.values())}) "
+                           f"for a train, validation and test split")
+    return classes, counts, sizes
+
+
+def _tag(ctx: StageContext, spec: TagSpec, silver: DataFrame):
+    """Train, evaluate and apply one tag; returns (predictions, metric rows)."""
+    data = (_attribute_dataset if spec.attribute else _behaviour_dataset)(ctx, spec, silver)
+    inputs = _inputs(ctx, spec, silver)
+    labelled = _split(spec, data.labelled).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        classes, counts, sizes = _classes(spec, labelled)
+        ctx.log.info("tag %s (%s): %d train, %d validation, %d test users; training classes "
+                     "%s; inputs %s", spec.name, spec.target, sizes.get("train", 0),
+                     sizes["validation"], sizes["test"],
+                     ", ".join(f"{c} {counts.get(c, 0)}" for c in classes), " + ".join(inputs))
+        scaler = (fx.Scaler.fit(labelled.where(F.col("part") == "train"),
+                                {c: [c] for c in data.columns}) if "features" in inputs else None)
+        embeddings = (ctx.lake.read(EMBEDDINGS_TABLE).select("user_id", "embedding")
+                      if "embedding" in inputs else None)
+        rows = (tx.with_class_index(_with_x(labelled, inputs, scaler, embeddings), classes,
+                                    tx.class_weights(counts, classes))
+                .where(F.col("y").isNotNull()).select("user_id", "part", "x", "y", "weight")
+                .persist(StorageLevel.MEMORY_AND_DISK))
+    finally:
+        labelled.unpersist()
+    try:
+        result, evaluations = _fit(ctx, spec, rows, classes, counts, inputs)
+    finally:
+        rows.unpersist()
+    rows_out = [(spec.name, model, spec.target, classes, ev.threshold,
+                 *[ev.scores[m] for m in ("accuracy", "precision", "recall", "f1")],
+                 ev.roc_auc, ev.confusion, sizes.get("train", 0), sizes["validation"],
+                 sizes["test"], "+".join(inputs), spec.cutoff, ctx.run_id)
+                for model, ev in evaluations.items()]
+    mlflow.log_dict({"classes": classes, "train_counts": counts, "sizes": sizes,
+                     "models": {r[1]: dict(zip(METRICS_SCHEMA.fieldNames(), r))
+                                for r in rows_out}}, f"tags/{spec.name}/metrics.json")
+    threshold = evaluations["dnn"].threshold
+    _save_model(spec.name, result, scaler, inputs, data.columns, classes, threshold)
+    scoring = _with_x(data.scoring, inputs, scaler, embeddings)
+    proba = encode(scoring.select("user_id", "observed", "x"), result.model_json,
+                   result.weights, column="x", output="proba")
+    index = tx.predict("proba", spec.binary, threshold or 0.5)
+    predictions = proba.select(
+        "user_id", F.lit(spec.name).alias("tag"),
+        F.element_at(F.array(*[F.lit(c) for c in classes]), index + 1).alias("value"),
+        F.element_at("proba", index + 1).cast("double").alias("probability"),
+        "observed", F.lit(ctx.run_id).alias("model_version"))
+    return predictions, rows_out
+
+
+def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], counts: dict,
+         inputs: list[str]):
+    """The DNN (Horovod), the logistic regression and the majority class, evaluated."""
+    cls = ClassifierSpec(input_dim=len(rows.select("x").first()["x"]), classes=len(classes),
+                         seed=spec.seed, **spec.classifier)
+    mlflow.log_params({f"{spec.name}.{k}": v for k, v in {
+        **cls.to_dict(), "target": spec.target, "inputs": "+".join(inputs),
+        "cutoff": spec.cutoff, "horizon_days": spec.horizon_days if spec.label else None,
+        "classes": ",".join(classes)}.items()})
+    validation = validation_arrays(rows.where(F.col("part") == "validation"),
+                                   spec.validation_sample)
+    result = train_classifier(ctx.spark, rows.where(F.col("part") == "train"), validation, cls,
+                              spec.name, ctx.config.integer("train.num_proc", 2, minimum=1),
+                              _cache_url(ctx))
+    for epoch, (loss, val) in enumerate(zip(result.losses, result.validation_losses), start=1):
+        mlflow.log_metrics({f"{spec.name}.loss": loss, f"{spec.name}.val_loss": val}, step=epoch)
+    ctx.metric(metric_name(spec.name, "best_epoch"), result.best_epoch)
+    ctx.log.info("tag %s: DNN kept epoch %d of %d (validation loss %.4f)", spec.name,
+                 result.best_epoch, len(result.losses), min(result.validation_losses))
+    evaluations = {}
+    for model, scored in (("dnn", encode(rows, result.model_json, result.weights, column="x",
+                                         output="proba")), ("logreg", _logistic(rows))):
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            evaluations[model] = _evaluate(scored, spec, classes)
+        finally:
+            scored.unpersist()
+    majority = classes.index(max(classes, key=lambda c: counts.get(c, 0)))
+    evaluations["majority"] = _majority(evaluations["dnn"].confusion, majority, spec.binary)
+    for model, ev in evaluations.items():
+        for metric, value in {**ev.scores, "roc_auc": ev.roc_auc}.items():
+            if value is not None:
+                ctx.metric(metric_name(spec.name, model, metric), value)
+        ctx.log.info("tag %s %-8s accuracy %.3f precision %.3f recall %.3f F1 %.3f%s%s",
+                     spec.name, model, ev.scores["accuracy"], ev.scores["precision"],
+                     ev.scores["recall"], ev.scores["f1"],
+                     f" ROC AUC {ev.roc_auc:.3f}" if ev.roc_auc is not None else "",
+                     f" (threshold {ev.threshold:.2f})" if ev.threshold is not None else "")
+    return result, evaluations
+
+
+def run(ctx: StageContext) -> None:
+    specs = tag_specs(ctx.config)
+    if not specs:
+        raise PersonaError("no tags configured: declare targets under tags.<name>")
+    silver = ctx.lake.read(FEATURES_TABLE)
+    tagged, metrics = None, []
+    for spec in specs:
+        predictions, rows = _tag(ctx, spec, silver)
+        tagged = predictions if tagged is None else tagged.unionByName(predictions)
+        metrics += rows
+    ctx.lake.overwrite(tagged, TAGS_TABLE)
+    ctx.lake.overwrite(ctx.spark.createDataFrame(metrics, METRICS_SCHEMA), METRICS_TABLE)
+    shares = (ctx.lake.read(TAGS_TABLE).groupBy("tag", "value").count()
+              .orderBy("tag", F.desc("count")).collect())
+    for r in shares:
+        ctx.metric(metric_name(r["tag"], "tagged", r["value"]), r["count"])
+    ctx.log.info("tagged users: %s", "; ".join(f"{r['tag']}={r['value']} {r['count']}"
+                                              for r in shares))

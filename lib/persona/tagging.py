@@ -1,0 +1,116 @@
+"""The tag classifier: a small Keras DNN trained by Horovod ranks through Petastorm.
+
+Training goes through :func:`persona.training.run_on_ranks`, like the autoencoder. The
+training data has ``x`` (array<float>, the scaled inputs), ``y`` (class index) and
+``weight`` (the class weight, so that rare classes count as much as common ones).
+Training stops when the weighted loss on the validation users has not improved for
+``patience`` epochs, and keeps the weights of the best epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from pyspark.sql import DataFrame, SparkSession
+
+from persona.training import (distributed_adam, init_rank, rank_callbacks, run_on_ranks,
+                              steps_per_epoch)
+
+
+@dataclass
+class ClassifierSpec:
+    """Shape and training settings of one tag's classifier."""
+
+    input_dim: int
+    classes: int
+    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    dropout: float = 0.2
+    learning_rate: float = 0.002
+    epochs: int = 100  # at most; early stopping on the validation loss decides
+    patience: int = 8
+    batch_size: int = 64
+    seed: int = 7
+    threads_per_proc: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ClassifierResult:
+    """What rank 0 hands back: per-epoch (weighted) losses on the training and validation
+    users, the epoch whose weights were kept, and the trained model."""
+
+    losses: list[float]
+    validation_losses: list[float]
+    best_epoch: int
+    model_json: str
+    weights: list
+    seconds: float
+
+
+def build_classifier(spec: ClassifierSpec):
+    """Dense ReLU layers with dropout, then a softmax over the classes."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(shape=(spec.input_dim,), name="x")
+    x = inputs
+    for i, units in enumerate(spec.hidden):
+        x = tf.keras.layers.Dense(units, activation="relu", name=f"dense_{i}")(x)
+        if spec.dropout:
+            x = tf.keras.layers.Dropout(spec.dropout, name=f"dropout_{i}")(x)
+    outputs = tf.keras.layers.Dense(spec.classes, activation="softmax", name="proba")(x)
+    return tf.keras.Model(inputs, outputs, name="tag_classifier")
+
+
+def _train_rank(converter, spec: ClassifierSpec, name: str, validation: tuple, rows: int):
+    """Runs in every Horovod rank: weighted cross-entropy on this rank's shard. Every rank
+    scores the same validation users with the same weights, so all stop together."""
+    import time
+
+    hvd, tf = init_rank(spec.seed, spec.threads_per_proc)
+    model = build_classifier(spec)
+    model.compile(optimizer=distributed_adam(hvd, tf, spec.learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    steps = steps_per_epoch(rows, spec.batch_size, hvd.size())
+    stop = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience,
+                                            restore_best_weights=True)
+    callbacks = rank_callbacks(hvd, tf, f"persona tag {name}", spec.epochs) + [stop]
+    start = time.time()
+    with converter.make_tf_dataset(batch_size=spec.batch_size, cur_shard=hvd.rank(),
+                                   shard_count=hvd.size(), workers_count=1,
+                                   shuffling_queue_capacity=spec.batch_size * 8,
+                                   seed=spec.seed) as dataset:
+        dataset = dataset.map(lambda b: (tf.reshape(b.x, [-1, spec.input_dim]),
+                                         tf.reshape(b.y, [-1]), tf.reshape(b.weight, [-1])))
+        history = model.fit(dataset, steps_per_epoch=steps, epochs=spec.epochs,
+                            validation_data=validation, callbacks=callbacks, verbose=0)
+    if hvd.rank() != 0:
+        return None
+    val = [float(v) for v in history.history["val_loss"]]
+    return ClassifierResult([float(v) for v in history.history["loss"]], val,
+                            val.index(min(val)) + 1, model.to_json(), model.get_weights(),
+                            time.time() - start)
+
+
+def validation_arrays(validation: DataFrame, limit: int) -> tuple:
+    """``(x, y, weight)`` numpy arrays of at most ``limit`` validation users, which every
+    rank scores after each epoch (a bounded sample brought to the driver)."""
+    import numpy as np
+
+    rows = validation.select("x", "y", "weight").limit(limit).collect()
+    return (np.array([r["x"] for r in rows], dtype=np.float32),
+            np.array([r["y"] for r in rows], dtype=np.int32),
+            np.array([r["weight"] for r in rows], dtype=np.float32))
+
+
+def train_classifier(spark: SparkSession, train: DataFrame, validation: tuple,
+                     spec: ClassifierSpec, name: str, num_proc: int,
+                     cache_url: str) -> ClassifierResult:
+    """Train on ``train`` (x, y, weight) with ``num_proc`` Horovod ranks, stopping early on
+    ``validation`` (see :func:`validation_arrays`).
+
+    The data is spread over ``num_proc`` files so that every rank has a shard to read.
+    """
+    shards = train.select("x", "y", "weight").repartition(num_proc)
+    return run_on_ranks(spark, shards, _train_rank, (spec, name, validation), num_proc,
+                        cache_url)

@@ -1,0 +1,140 @@
+"""Segment explanations on hand-made numbers and tables whose answers were worked out by hand."""
+import logging
+import os
+
+import mlflow
+import pytest
+
+from persona.context import StageContext
+from persona.lake import Lake
+from persona.stages import segment
+from persona.tracking import stage_run
+from persona.transform import explain as ex
+from tests.conftest import make_config
+
+
+def test_values_read_in_their_own_units():
+    assert ex.format_value("time_weekend", 0.614) == "61%"
+    assert ex.format_value("cat_home_decor", 0.05) == "5%"
+    assert ex.format_value("attr_plan_pro", 0.4) == "40%"
+    assert ex.format_value("attr_age", 38.46, numeric_attributes=["age"]) == "38.5"
+    assert ex.format_value("recency_days", 3.14) == "3.1 days"
+    assert ex.format_value("recency_days", 40.2) == "40 days"
+    assert ex.format_value("monetary", 1204.4) == "1,204"
+    assert ex.format_value("avg_order_value", 8.5) == "8.50"
+    assert ex.format_value("content_avg_rating", 4.23) == "4.2"
+    assert ex.format_value("n_events", 12.0) == "12"
+    assert ex.feature_label("cat_home_decor") == "home decor share"
+    assert ex.feature_label("monetary") == "spend"
+    assert ex.feature_label("w30_events") == "events in the last 30 days"
+    assert ex.format_value("w7_spend", 56.2) == "56"
+    assert ex.format_value("mean_gap_days", 11.5) == "12 days"
+
+
+def test_standardised_differences_skip_constant_features():
+    population = {"mean_monetary": 100.0, "std_monetary": 50.0,
+                  "mean_time_weekend": 0.3, "std_time_weekend": 0.2,
+                  "mean_n_events": 5.0, "std_n_events": 0.0}
+    means = {"monetary": 200.0, "time_weekend": 0.1, "n_events": 5.0}
+    z = ex.standardised_differences(means, population, ["monetary", "time_weekend", "n_events"])
+    assert z == pytest.approx({"monetary": 2.0, "time_weekend": -1.0})
+    assert ex.highlights(means, population, z) == [
+        "spend 200 vs 100 overall (+2.0 sd)", "weekend share 10% vs 30% overall (-1.0 sd)"]
+    assert ex.ranked({"text_0": 3.0, "monetary": -2.0, "cat_books": 2.0}) == [
+        "cat_books", "monetary"]
+
+
+def test_names_take_the_strongest_phrase_of_each_family():
+    z = {"monetary": 2.0, "avg_order_value": 1.5, "type_view": -1.2, "time_weekend": 1.0,
+         "cat_home_decor": 0.8, "attr_plan_missing": 0.7, "n_events": 0.1}
+    # avg_order_value repeats the spend family; a low view share and a missing flag say
+    # nothing; n_events is below the threshold.
+    assert ex.name_phrases(z) == ["high spend", "weekend", "home decor"]
+    assert ex.name_phrases({"recency_days": 1.4, "content_avg_rating": -1.1}) == [
+        "lapsed", "unhappy reviewers"]
+    assert ex.name_phrases({"monetary": 0.1}) == []
+    # Trailing windows share one family; learned text dimensions have no words.
+    assert ex.name_phrases({"w30_events": 1.0, "w7_spend": 0.9, "text_3": 0.8,
+                            "n_items": -0.5}) == ["busy lately", "narrow range"]
+
+
+def test_segment_names_are_distinct():
+    names = ex.segment_names({
+        0: {"monetary": 2.0, "time_weekend": 1.0, "cat_books": 0.9, "cat_toys": 0.5},
+        1: {"monetary": 1.9, "time_weekend": 0.9, "cat_books": 0.8, "cat_sports": 0.4},
+        2: {"n_events": 0.05},
+        3: {"monetary": 1.0},
+        4: {"monetary": 1.2},
+    })
+    assert names[0] == "high spend, weekend, books, toys"
+    assert names[1] == "high spend, weekend, books, sports"
+    assert names[2] == "typical users"
+    assert names[3] == "high spend (3)" and names[4] == "high spend (4)"
+
+
+# time_weekend <= 0.4 → segment 0; else monetary <= 100 → 1, monetary > 100 → 1.
+TREE = {"feature": 0, "threshold": 0.4, "counts": [45.0, 55.0],
+        "left": {"prediction": 0, "counts": [40.0, 10.0]},
+        "right": {"feature": 1, "threshold": 100.0, "counts": [5.0, 45.0],
+                  "left": {"prediction": 1, "counts": [5.0, 30.0]},
+                  "right": {"prediction": 1, "counts": [0.0, 15.0]}}}
+
+
+def test_rules_read_from_the_tree():
+    rules = ex.segment_rules(TREE, ["time_weekend", "monetary"])
+    assert rules[0] == [{"rule": "weekend share ≤ 40%", "users": 50,
+                         "coverage": 40 / 45, "precision": 40 / 50}]
+    assert rules[1] == [
+        {"rule": "weekend share > 40% and spend ≤ 100", "users": 35,
+         "coverage": 30 / 55, "precision": 30 / 35},
+        {"rule": "weekend share > 40% and spend > 100", "users": 15,
+         "coverage": 15 / 55, "precision": 1.0}]
+
+
+def test_bounds_on_one_feature_become_a_range():
+    path = [(0, ">", 0.2), (1, "<=", 50.0), (0, "<=", 0.5), (0, ">", 0.3)]
+    assert ex._conditions(path, ["time_weekend", "monetary"], ()) == \
+        "30% < weekend share ≤ 50% and spend ≤ 50"
+
+
+def _users(n_per_segment=40):
+    """Segment 0 shops at weekends and spends little, segment 1 spends a lot on weekdays."""
+    rows = []
+    for i in range(n_per_segment):
+        rows.append((f"a{i:03d}", 0.80 + 0.004 * i, 20.0 + i, 0))
+        rows.append((f"b{i:03d}", 0.10 + 0.004 * i, 500.0 + 5 * i, 1))
+    return rows
+
+
+def test_surrogate_tree_recovers_separable_segments(spark):
+    data = spark.createDataFrame(_users(), ["user_id", "time_weekend", "monetary", "segment"])
+    surrogate = ex.fit_surrogate(data.drop("segment"), data.select("user_id", "segment"),
+                                 ["time_weekend", "monetary"], depth=2, seed=7, holdout=0.25)
+    assert surrogate.holdout_users > 0
+    assert surrogate.fidelity == 1.0
+    assert surrogate.recall == {0: 1.0, 1: 1.0}
+    rules = ex.segment_rules(surrogate.tree, ["time_weekend", "monetary"])
+    assert [r["precision"] for r in rules[0] + rules[1]] == [1.0, 1.0]
+    assert rules[0][0]["coverage"] == 1.0 and rules[1][0]["coverage"] == 1.0
+
+
+def test_segment_profiles_carry_names_rules_and_fidelity(spark, tmp_path):
+    config = make_config(str(tmp_path))
+    lake = Lake(spark, config.path_of("lake.root"))
+    users = spark.createDataFrame(_users(), ["user_id", "time_weekend", "monetary", "segment"])
+    lake.overwrite(users.drop("segment"), "silver/user_features")
+    ctx = StageContext(config, spark, lake, logging.getLogger("test"))
+    with stage_run(config, "segment") as run:
+        ctx.run_id = run.info.run_id
+        profiles = {r["segment"]: r for r in segment._profiles(
+            ctx, users.select("user_id", "segment"), "v1").collect()}
+    assert profiles[0]["name"] == "weekend, low spend"
+    assert profiles[1]["name"] == "weekday, high spend"
+    assert profiles[0]["size"] == profiles[1]["size"] == 40
+    # weekend share: segment 0 averages 0.878, everyone 0.528, population sd 0.35.
+    assert profiles[0]["feature_z"]["time_weekend"] == pytest.approx(1.0, abs=0.01)
+    assert profiles[0]["highlights"][0].startswith("weekend share 88% vs 53% overall")
+    assert profiles[0]["surrogate_fidelity"] == 1.0
+    assert profiles[0]["rules"][0]["precision"] == 1.0
+    artifacts = mlflow.artifacts.list_artifacts(run_id=run.info.run_id)
+    assert "surrogate_tree.json" in {os.path.basename(a.path) for a in artifacts}

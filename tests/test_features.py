@@ -1,0 +1,154 @@
+"""Feature groups on hand-made events whose values were worked out by hand."""
+import math
+from datetime import datetime
+
+import pytest
+
+from persona.transform import features as fx
+
+AS_OF = datetime(2025, 1, 10)
+EVENT_COLUMNS = ["user_id", "event_time", "event_type", "category", "amount", "quantity",
+                 "session_id"]
+EVENTS = [
+    # 2025-01-01 is a Wednesday, 2025-01-04 a Saturday, 2025-01-09 a Thursday.
+    ("u1", datetime(2025, 1, 1, 8, 0), "view", "A", None, None, "s1"),
+    ("u1", datetime(2025, 1, 1, 8, 30), "purchase", "A", 30.0, 3.0, "s1"),
+    ("u1", datetime(2025, 1, 4, 20, 0), "purchase", "B", 10.0, 1.0, "s2"),
+    ("u2", datetime(2025, 1, 9, 0, 0), "view", "B", None, None, "s3"),
+]
+
+
+@pytest.fixture(scope="module")
+def events(spark):
+    return spark.createDataFrame(EVENTS, EVENT_COLUMNS)
+
+
+def by_user(df):
+    return {r["user_id"]: r.asDict() for r in df.collect()}
+
+
+def test_behaviour(events):
+    rows = by_user(fx.behaviour(events, AS_OF, ["purchase"]))
+    u1, u2 = rows["u1"], rows["u2"]
+    assert (u1["n_events"], u1["n_sessions"], u1["active_days"]) == (3, 2, 2)
+    assert (u1["n_purchases"], u1["monetary"], u1["quantity"]) == (2, 40.0, 4.0)
+    assert u1["avg_order_value"] == 20.0
+    assert u1["recency_days"] == pytest.approx(5 + 4 / 24)   # Jan 4 20:00 → Jan 10 00:00
+    assert u1["tenure_days"] == pytest.approx(8 + 16 / 24)   # Jan 1 08:00 → Jan 10 00:00
+    assert (u2["n_purchases"], u2["monetary"], u2["avg_order_value"]) == (0, 0.0, 0.0)
+    assert u2["recency_days"] == pytest.approx(1.0)
+
+
+def test_event_mix_and_categories(events):
+    mix = by_user(fx.event_mix(events, ["view", "purchase"]))
+    assert mix["u1"]["type_view"] == pytest.approx(1 / 3)
+    assert mix["u1"]["type_purchase"] == pytest.approx(2 / 3)
+    assert mix["u2"]["type_view"] == 1.0
+    cats = by_user(fx.category_affinity(events, ["A", "B"]))
+    assert cats["u1"]["cat_a"] == pytest.approx(2 / 3) and cats["u2"]["cat_b"] == 1.0
+
+
+def test_time_profile(events):
+    t = by_user(fx.time_profile(events))
+    assert t["u1"]["time_morning"] == pytest.approx(2 / 3)
+    assert t["u1"]["time_evening"] == pytest.approx(1 / 3)
+    assert t["u1"]["time_weekend"] == pytest.approx(1 / 3)
+    assert t["u2"]["time_night"] == 1.0 and t["u2"]["time_weekend"] == 0.0
+
+
+def test_profile_attributes_handle_missing_and_rare_levels(spark):
+    users = spark.createDataFrame(
+        [("u1", "F", 30.0), ("u2", None, None), ("u3", "X", 50.0), ("u1", "F", 30.0)],
+        "user_id string, gender string, age double")
+    rows = by_user(fx.profile_attributes(users, {"gender": ["F"]}, ["age"]))
+    assert len(rows) == 3  # duplicate user rows collapse
+    assert rows["u1"] == {"user_id": "u1", "attr_age": 30.0, "attr_age_missing": 0.0,
+                          "attr_gender_f": 1.0, "attr_gender_other": 0.0,
+                          "attr_gender_missing": 0.0}
+    assert rows["u2"]["attr_age"] == 40.0 and rows["u2"]["attr_age_missing"] == 1.0
+    assert rows["u2"]["attr_gender_missing"] == 1.0
+    assert rows["u3"]["attr_gender_other"] == 1.0
+
+
+def test_absent_counts_are_zero_and_absent_levels_the_mean(spark, events):
+    content = spark.createDataFrame([("u1", 4.0, "great")], "user_id string, rating double, "
+                                    "text string")
+    joined = fx.join_groups(fx.behaviour(events, AS_OF, ["purchase"]),
+                            [fx.content_stats(content)])
+    stats = fx.column_stats(joined, ["content_n", "content_avg_rating"])
+    assert stats["content_avg_rating"] == {"null_share": 0.5, "min": 4.0, "max": 4.0,
+                                           "mean": 4.0}
+    rows = by_user(fx.impute(joined, {c: s["mean"] for c, s in stats.items()}))
+    assert rows["u1"]["content_n"] == 1.0 and rows["u1"]["content_avg_rating"] == 4.0
+    assert rows["u2"]["content_n"] == 0.0           # a count: absent means none
+    assert rows["u2"]["content_avg_rating"] == 4.0  # a level: absent means typical
+
+
+def test_scaler_standardises_weights_groups_and_handles_constants(spark):
+    df = spark.createDataFrame([(1.0, 5.0, 0.0), (2.0, 5.0, 1.0), (3.0, 5.0, 2.0)],
+                               "x double, const double, y double")
+    scaler = fx.Scaler.fit(df, {"a": ["x"], "b": ["const", "y"]})
+    assert scaler.constant_columns() == ["const"]
+    assert scaler.means["x"] == pytest.approx(2.0)
+    assert scaler.stds["x"] == pytest.approx(math.sqrt(2 / 3))
+    vectors = [r["features"] for r in scaler.transform(df).collect()]
+    z = 1 / math.sqrt(2 / 3)
+    weight_b = 1 / math.sqrt(2)  # group b has two columns
+    assert vectors[0] == pytest.approx([-z, 0.0, -z * weight_b], rel=1e-5)
+    assert vectors[2] == pytest.approx([z, 0.0, z * weight_b], rel=1e-5)
+
+
+def test_scaler_logs_heavy_tailed_columns(spark):
+    df = spark.createDataFrame([(0.0,), (math.e - 1,)], "monetary double")
+    scaler = fx.Scaler.fit(df, {"behaviour": ["monetary"]})
+    assert scaler.means["monetary"] == pytest.approx(0.5)  # mean of log1p: (0 + 1) / 2
+
+
+def test_top_values_orders_by_frequency_then_value(events):
+    assert fx.top_values(events, "category", 5) == ["A", "B"]  # A: 2 events, B: 2, tie → A
+    assert fx.top_values(events, "event_type", 1) == ["purchase"]  # 2 each, tie → by name
+
+
+def test_level_names_are_column_safe():
+    assert fx.level_name("Home & Garden") == "home_garden"
+    assert fx.level_name("  ") == "blank"
+
+
+def test_activity_windows_and_trend(events):
+    rows = by_user(fx.activity_windows(events, AS_OF, [7, 30], ["purchase"]))
+    u1, u2 = rows["u1"], rows["u2"]
+    # u1's events are 8.67, 8.65 and 5.17 days before as_of; u2's one event 1 day before.
+    assert (u1["w7_events"], u1["w7_purchases"], u1["w7_spend"]) == (1, 1, 10.0)
+    assert (u1["w30_events"], u1["w30_purchases"], u1["w30_spend"]) == (3, 2, 40.0)
+    assert u1["trend"] == pytest.approx(math.log(2) - math.log(3))  # 1 recent vs 2 before
+    assert (u2["w7_events"], u2["w7_spend"]) == (1, 0.0)
+    assert u2["trend"] == pytest.approx(math.log(2))
+
+
+def test_diversity(spark):
+    df = spark.createDataFrame([
+        ("u1", datetime(2025, 1, 1, 8, 0), "a", "A", "s1"),
+        ("u1", datetime(2025, 1, 1, 9, 0), "a", "A", "s1"),
+        ("u1", datetime(2025, 1, 4, 20, 0), "b", "B", "s2"),
+        ("u2", datetime(2025, 1, 9, 0, 0), "c", "B", "s3"),
+    ], "user_id string, event_time timestamp, item_id string, category string, "
+       "session_id string")
+    rows = by_user(fx.diversity(df))
+    assert rows["u1"]["n_items"] == 2 and rows["u1"]["events_per_session"] == 1.5
+    assert rows["u1"]["category_entropy"] == pytest.approx(
+        -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)))
+    assert rows["u1"]["mean_gap_days"] == pytest.approx(3.5)  # Jan 1 08:00 → Jan 4 20:00
+    assert rows["u2"] == {"user_id": "u2", "n_items": 1.0, "events_per_session": 1.0,
+                          "mean_gap_days": 0.0, "category_entropy": 0.0}
+
+
+def test_text_vectors(spark):
+    content = spark.createDataFrame([
+        ("u1", "cheap deal great discount"), ("u2", "cheap deal great discount"),
+        ("u3", "premium quality luxury finish"), ("u3", "premium quality"), ("u4", None),
+    ], "user_id string, text string")
+    rows = by_user(fx.text_vectors(content, size=4, seed=1, min_count=1))
+    assert set(rows) == {"u1", "u2", "u3"}  # no text, no row
+    vector = lambda u: [rows[u][f"text_{i}"] for i in range(4)]
+    assert vector("u1") == pytest.approx(vector("u2"))
+    assert vector("u1") != pytest.approx(vector("u3"))
