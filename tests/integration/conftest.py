@@ -33,8 +33,9 @@ LOG4J = ROOT / "lib" / "persona" / "log4j2.properties"
 CLUSTER_CONF = DIST / "conf" / "cluster.example.yaml"
 USERS = 400
 SUBMIT_TIMEOUT = 900
-# Wall times of the spark-submit runs, shown at the end of the session.
+# Wall times of the spark-submit runs and other measurements, shown at the end of the session.
 TIMINGS: dict[str, float] = {}
+MEASURED: dict[str, str] = {}
 
 # Small settings for the jobs: 2 Horovod ranks = 2 executors x 1 core, 5 segments.
 JOB_SETTINGS = ["train.num_proc=2", "train.epochs=8", "train.batch_size=64", "train.hidden=[32,16]",
@@ -300,10 +301,17 @@ def cluster_run(work, data, mlflow_server, spark_cluster):
     folder = work / "cluster"
     folder.mkdir()
     log = folder / "spark-submit.log"
+    settings = lake_settings(folder, data, mlflow_server, "persona-cluster", "persona-cluster")
     TIMINGS[f"spark-submit jobs/run.py --master {spark_cluster}"] = submit(
-        spark_cluster, "run",
-        lake_settings(folder, data, mlflow_server, "persona-cluster", "persona-cluster"), log)
-    return {"lake": folder / "lake", "log": log, "work": work}
+        spark_cluster, "run", settings, log)
+    return {"lake": folder / "lake", "log": log, "work": work, "settings": settings,
+            "folder": folder}
+
+
+@pytest.fixture(scope="session")
+def cluster_summary(cluster_run) -> dict:
+    """The cluster run's tables as they came out of the pipeline (before any later job)."""
+    return lake_summary(cluster_run["lake"])[0]
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -311,3 +319,5 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section(f"wall times ({USERS} generated users)")
         for what, seconds in TIMINGS.items():
             terminalreporter.write_line(f"{seconds:8.1f} s  {what}")
+    for what, value in MEASURED.items():
+        terminalreporter.write_line(f"{what}: {value}")

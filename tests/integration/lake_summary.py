@@ -55,6 +55,7 @@ def summarize(root: Path) -> dict:
         "users_with_events": events["user_id"].nunique(),
         "users_with_events_as_of": events.loc[events["event_time"] <= as_of, "user_id"].nunique(),
         "segments": dict(zip(segments["user_id"], segments["segment"].astype(int))),
+        "features": dict(zip(features["user_id"], features["features"])),
         "as_of": sorted({str(t) for t in features["as_of"]}),
         "feature_set_version": sorted(set(features["feature_set_version"])),
         "embedding_model_version": sorted(set(embeddings["model_version"])),
