@@ -20,6 +20,11 @@ help:
 	@echo "make test       run the test suite"
 	@echo "make retail     run the pipeline on the Online Retail data set"
 	@echo "make mlflow-ui  open the MLflow UI on the local runs (http://127.0.0.1:5000)"
+	@echo "make package    dist/: wheel, zip for --py-files, jobs and conf for a cluster"
+	@echo "make airflow    Airflow in its own virtualenv (.venv-airflow)"
+	@echo "make mlflow-server  an MLflow tracking server with a database and an artifact root"
+	@echo "make test-integration  Spark standalone cluster, Airflow and MLflow server tests"
+	@echo "make clean      remove out/ ; make distclean also the virtualenvs"
 
 env: $(STAMP)
 
@@ -54,7 +59,7 @@ clean:
 	rm -rf out spark-warehouse metastore_db derby.log .pytest_cache
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(DIST)
 
 # --- Clusters, schedulers and a shared MLflow: what runs where users run it ---------------------
 DIST          ?= dist

@@ -152,3 +152,27 @@ def test_text_vectors(spark):
     vector = lambda u: [rows[u][f"text_{i}"] for i in range(4)]
     assert vector("u1") == pytest.approx(vector("u2"))
     assert vector("u1") != pytest.approx(vector("u3"))
+
+
+def test_sequences_keep_the_last_events_in_order_left_padded(events):
+    layout = fx.SequenceLayout(steps=2, event_types=("view", "purchase"), categories=("A",))
+    assert (layout.step_size, layout.size) == (5, 10)
+    rows = by_user(fx.sequences(events, layout))
+    scale = math.log1p(365 * 86400)
+    # u1's last two events: purchase A 30 min after the view, then purchase B 3 d 11.5 h later.
+    assert rows["u1"]["sequence"] == pytest.approx(
+        [1, 0, 1, 1, math.log1p(1800) / scale, 1, 0, 1, 0, math.log1p(300600) / scale],
+        rel=1e-6)
+    # u2's one event (nothing before it: gap 1) after one zero step of padding.
+    assert rows["u2"]["sequence"] == [0, 0, 0, 0, 0, 1, 1, 0, 0, 1]
+
+
+def test_sequence_weight_gives_the_sequence_unit_total_variance(spark):
+    df = spark.createDataFrame([([1.0, 0.0],), ([0.0, 2.0],)], "sequence array<float>")
+    # Element variances 0.25 and 1.0.
+    assert fx.sequence_weight(df, 2) == pytest.approx(1 / math.sqrt(1.25))
+    appended = fx.with_sequence(
+        spark.createDataFrame([([9.0], [1.0, 0.0]), ([8.0], None)],
+                              "features array<float>, sequence array<float>"), 0.5, 2)
+    assert appended.columns == ["features"]
+    assert sorted(r["features"] for r in appended.collect()) == [[8.0, 0, 0], [9.0, 0.5, 0]]

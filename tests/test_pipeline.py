@@ -15,6 +15,7 @@ from persona.config import Config
 from persona.generate import generate
 from persona.lake import Lake
 from persona.pipeline import run_pipeline, run_single
+from persona.stages.features import feature_columns, sequence_shape
 from persona.tracking import tracking_uri
 from tests.conftest import make_config
 
@@ -51,6 +52,15 @@ def test_every_table_is_written(demo):
     assert users <= USERS
     embedding = lake.read("gold/user_embeddings").first()["embedding"]
     assert len(embedding) == 6  # train.latent_dim in the test configuration
+
+
+def test_sequence_of_recent_events_ends_the_network_input(demo):
+    _, lake, _, _ = demo
+    features = lake.read("silver/user_features")
+    # 20 events, each: is-event flag, 5 event types, 8 categories, gap.
+    assert sequence_shape(features) == (20, 15)
+    row = features.first()
+    assert len(row["features"]) == len(feature_columns(features)) + 20 * 15
 
 
 def test_rows_read_equal_bronze_plus_quarantine(demo):

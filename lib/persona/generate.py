@@ -2,8 +2,8 @@
 
 :func:`generate` writes users, events and content CSV files shaped like real raw inputs, and
 ``truth.csv`` with each user's planted segment. Segments differ in several behaviours at once
-(activity, basket value, timing, categories, channels, reviews) with enough per-user noise that
-no single column separates them. A small, exactly counted share of event rows is corrupted so
+(activity, basket value, timing, categories, channels, reviews, and the order and pace of
+events within a session) with enough per-user noise that no single column separates them. A small, exactly counted share of event rows is corrupted so
 that the ingest stage has something to quarantine.
 """
 from __future__ import annotations
@@ -43,7 +43,8 @@ TABLES = ("users", "events", "content")
 
 MISSING_SHARE = 0.05
 HOUR_NOISE = 0.15
-GAP_SECONDS = (10.0, 120.0)  # minimum and mean extra seconds between events of a session
+MIN_GAP_SECONDS = 10.0  # between two events of a session
+SCRIPT_SHARE = 0.8  # sessions that follow their segment's event order; the rest are shuffled
 REVIEW_DELAY_DAYS = 1.5
 BAD_TIMES = ("not-a-time", "2025-13-45 99:99:99", "31/12/2025 10:00:00")
 
@@ -76,6 +77,8 @@ class Segment:
     weekdays: tuple[float, ...]  # Monday..Sunday
     hour: tuple[float, float]  # session start hour: mean, sd
     last_day: tuple[float, float]  # range of the user's last active day in the window
+    script: tuple[int, ...] | None  # order of event types within a session (rank per type)
+    gap_seconds: float  # mean seconds between events of a session, beyond the minimum
     review_rate: float  # chance that a purchase or return gets a review
     rating: float  # mean rating
     phrases: tuple[str, ...]  # three-word phrases of its reviews
@@ -85,33 +88,36 @@ SEGMENTS = (
     Segment("bargain hunters", 0.25, (29, 8), (0.62, 0.34, 0.04), (0.75, 0.20, 0.05), 400,
             12, 4.0, (0.45, 0.25, 0.14, 0.13, 0.03),
             (0.06, 0.30, 0.08, 0.08, 0.05, 0.06, 0.30, 0.07), (1.0, 5.0), 1.0,
-            (0.70, 0.25, 0.05), (1, 1, 1, 1, 1.1, 1.1, 1), (20.5, 2.0), (180, 180), 0.25, 3.2,
+            (0.70, 0.25, 0.05), (1, 1, 1, 1, 1.1, 1.1, 1), (20.5, 2.0), (180, 180),
+            (1, 0, 2, 3, 4), 60.0, 0.25, 3.2,
             ("great deal overall", "cheap but good", "worth the price", "nice discount applied",
              "bought on sale", "best price around")),
     Segment("big spenders", 0.10, (47, 10), (0.36, 0.61, 0.03), (0.25, 0.35, 0.40), 700,
             5, 3.0, (0.50, 0.15, 0.15, 0.17, 0.03),
             (0.42, 0.06, 0.30, 0.04, 0.05, 0.05, 0.05, 0.03), (5.0, 1.5), 0.1,
             (0.20, 0.70, 0.10), (1.3, 1.3, 1.3, 1.3, 1.2, 0.4, 0.3), (13.0, 2.5), (180, 180),
-            0.35, 4.5,
+            (0, 1, 2, 3, 4), 180.0, 0.35, 4.5,
             ("premium build quality", "love the quality", "feels truly luxury",
              "top quality materials", "worth every penny", "excellent premium finish")),
     Segment("weekend browsers", 0.25, (34, 10), (0.46, 0.50, 0.04), (0.65, 0.28, 0.07), 500,
             9, 5.0, (0.72, 0.17, 0.06, 0.04, 0.01),
             (0.05, 0.06, 0.05, 0.04, 0.24, 0.28, 0.04, 0.24), (2.0, 2.0), 0.3,
             (0.20, 0.70, 0.10), (0.35, 0.35, 0.35, 0.35, 0.5, 2.2, 2.2), (15.0, 3.5),
-            (180, 180), 0.12, 3.7,
+            (180, 180), None, 240.0, 0.12, 3.7,
             ("fun for kids", "good weekend game", "nice for hiking", "great book choice",
              "kids loved it", "perfect for training")),
     Segment("loyal regulars", 0.25, (42, 12), (0.56, 0.41, 0.03), (0.35, 0.45, 0.20), 1000,
             14, 3.0, (0.35, 0.10, 0.22, 0.30, 0.03),
             (0.04, 0.05, 0.25, 0.45, 0.05, 0.05, 0.07, 0.04), (2.0, 2.0), 1.5,
-            (0.45, 0.10, 0.45), (1, 1, 1, 1, 1, 1, 1), (8.5, 1.5), (180, 180), 0.45, 4.4,
+            (0.45, 0.10, 0.45), (1, 1, 1, 1, 1, 1, 1), (8.5, 1.5), (180, 180),
+            (2, 3, 1, 0, 4), 30.0, 0.45, 4.4,
             ("fresh as always", "my usual favourite", "always very reliable",
              "reliable weekly order", "favourite local shop", "always fresh produce")),
     Segment("lapsed customers", 0.15, (37, 12), (0.48, 0.48, 0.04), (0.70, 0.22, 0.08), 450,
             7, 3.5, (0.45, 0.15, 0.15, 0.15, 0.10),
             (0.15, 0.15, 0.14, 0.12, 0.10, 0.12, 0.12, 0.10), (2.0, 2.0), 0.4,
-            (0.45, 0.45, 0.10), (1, 1, 1, 1, 1, 1, 1), (18.0, 4.0), (12, 38), 0.50, 1.8,
+            (0.45, 0.45, 0.10), (1, 1, 1, 1, 1, 1, 1), (18.0, 4.0), (12, 38),
+            (1, 2, 3, 4, 0), 120.0, 0.50, 1.8,
             ("delivery arrived late", "item came broken", "still awaiting refund",
              "asked for refund", "broken on arrival", "late and damaged")),
 )
@@ -271,15 +277,33 @@ def _sessions(rng: np.random.Generator, segment: np.ndarray, active: np.ndarray)
 
 
 def _event_seconds(rng: np.random.Generator, sessions: Sessions, per_session: np.ndarray,
-                   end: np.ndarray) -> np.ndarray:
-    """Event times: each session's start plus gaps of a few minutes, capped at ``end``."""
+                   mean_gap: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Event times: each session's start plus gaps around the session's ``mean_gap``
+    seconds, capped at ``end``."""
     session = np.repeat(np.arange(len(per_session)), per_session)
-    gaps = GAP_SECONDS[0] + rng.exponential(GAP_SECONDS[1], len(session))
+    gaps = MIN_GAP_SECONDS + rng.exponential(mean_gap[session])
     first = np.cumsum(per_session) - per_session
     gaps[first] = 0.0
     elapsed = np.cumsum(gaps)
     offset = (elapsed - np.repeat(elapsed[first], per_session)).astype(np.int64)
     return np.minimum(sessions.start[session] + offset, end[sessions.user[session]])
+
+
+@cache
+def _script_ranks() -> np.ndarray:
+    """(segments, event types) rank of each type in its segment's session order; a segment
+    without a script ranks every type 0 (no order)."""
+    return np.array([s.script or (0,) * len(EVENT_TYPES) for s in SEGMENTS], dtype=float)
+
+
+def _scripted(rng: np.random.Generator, kind: np.ndarray, session: np.ndarray,
+              seg: np.ndarray) -> np.ndarray:
+    """Reorder event types within each session (``session`` sorted, events in time order)
+    by the segment's script, keeping every user's counts: in :data:`SCRIPT_SHARE` of the
+    sessions ties are broken at random, in the others the whole session is shuffled."""
+    scripted = rng.random(session[-1] + 1 if len(session) else 0) < SCRIPT_SHARE
+    key = np.where(scripted[session], _script_ranks()[seg, kind], 0.0) + rng.random(len(kind))
+    return kind[np.lexsort((key, session))]
 
 
 @dataclass
@@ -300,9 +324,11 @@ def _events(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray,
     session = np.repeat(np.arange(len(per_session)), per_session)
     user = sessions.user[session]
     seg = segment[user]
-    seconds = _event_seconds(rng, sessions, per_session, active * DAY - 1)
+    mean_gap = _param("gap_seconds")[segment[sessions.user]]
+    seconds = _event_seconds(rng, sessions, per_session, mean_gap, active * DAY - 1)
 
     kind = _draw(rng, _dirichlet(rng, _weights("event_types")[segment], 30.0), user)
+    kind = _scripted(rng, kind, session, seg)
     category = _draw(rng, _dirichlet(rng, _weights("categories")[segment], 15.0), user)
     a, b = _param("price_rank").T
     rank = np.minimum((rng.beta(a[seg], b[seg]) * ITEMS_PER_CATEGORY).astype(np.int64),

@@ -39,7 +39,9 @@ def _as_of(ctx: StageContext, events):
 
 
 GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "time", "profile",
-          "content", "text")
+          "content", "text", "sequence")
+# Key of the ``features`` column's metadata that describes the sequence at its end.
+SEQUENCE_METADATA = "sequence"
 
 
 def _enabled_groups(ctx: StageContext) -> list[str]:
@@ -51,7 +53,7 @@ def _enabled_groups(ctx: StageContext) -> list[str]:
     return groups
 
 
-def _groups(ctx: StageContext, events, as_of) -> dict:
+def build_groups(ctx: StageContext, events, as_of) -> dict:
     """Each enabled feature group that the data supports, as a DataFrame keyed by user_id;
     a group the data cannot support is skipped with the reason logged."""
     cfg = ctx.config
@@ -108,6 +110,26 @@ def _groups(ctx: StageContext, events, as_of) -> dict:
     return out
 
 
+def _sequence_layout(ctx: StageContext, events) -> fx.SequenceLayout | None:
+    """The layout of the ``sequence`` group, or None when it is off."""
+    if "sequence" not in _enabled_groups(ctx):
+        return None
+    cfg = ctx.config
+    return fx.SequenceLayout(
+        steps=cfg.integer("features.sequence_length", 20, minimum=1),
+        event_types=tuple(fx.top_values(events, "event_type",
+                                        cfg.integer("features.max_event_types", 12))),
+        categories=tuple(fx.top_values(events, "category",
+                                       cfg.integer("features.top_categories", 12))))
+
+
+def sequence_shape(features_df) -> tuple[int, int] | None:
+    """``(steps, step_size)`` of the sequence at the end of the ``features`` vector of a
+    user_features table, or None when it has none."""
+    meta = features_df.schema["features"].metadata.get(SEQUENCE_METADATA)
+    return (int(meta["steps"]), int(meta["step_size"])) if meta else None
+
+
 def _pinned(ctx: StageContext) -> dict[str, int]:
     """``features.input_versions``: Delta versions to rebuild a past feature set from."""
     pinned = ctx.config.get("features.input_versions", None) or {}
@@ -152,8 +174,11 @@ def run(ctx: StageContext) -> None:
     events_all = _bronze(ctx, "bronze/events")
     as_of = _as_of(ctx, events_all)
     events = events_all.where(F.col("event_time") <= F.lit(as_of))
-    groups = _groups(ctx, events, as_of)
+    groups = build_groups(ctx, events, as_of)
+    layout = _sequence_layout(ctx, events)
     base, *rest = groups.values()
+    if layout:
+        rest.append(fx.sequences(events, layout))
     joined = fx.join_groups(base, rest).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         users = joined.count()
@@ -172,16 +197,30 @@ def run(ctx: StageContext) -> None:
             "settings": {k: v for k, v in ctx.config.section("features").items()
                          if k not in ("as_of", "input_versions")},
         }
+        out = scaler.transform(fused)
+        if layout:
+            weight = fx.sequence_weight(joined, layout.size)
+            definition["sequence"] = {"steps": layout.steps, "step_size": layout.step_size,
+                                      "event_types": list(layout.event_types),
+                                      "categories": list(layout.categories), "weight": weight}
+            out = fx.with_sequence(out, weight, layout.size).withColumn(
+                "features", F.col("features").alias("features", metadata={
+                    SEQUENCE_METADATA: {"steps": layout.steps, "step_size": layout.step_size}}))
         version = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
-        out = (scaler.transform(fused)
+        out = (out
                .withColumn("feature_set_version", F.lit(version))
                .withColumn("as_of", F.lit(as_of).cast("timestamp")))
         ctx.lake.overwrite(out, FEATURES_TABLE)
     finally:
         joined.unpersist()
+    names = [*group_columns, *(["sequence"] if layout else [])]
     ctx.log.info("%d users, %d features in %d groups (%s), as_of %s, feature set %s",
-                 users, len(scaler.columns), len(group_columns), ", ".join(group_columns),
-                 as_of, version)
+                 users, len(scaler.columns) + (layout.size if layout else 0), len(names),
+                 ", ".join(names), as_of, version)
+    if layout:
+        ctx.log.info("sequence: last %d events of each user, %d values per event (%d event "
+                     "types, %d categories, gap)", layout.steps, layout.step_size,
+                     len(layout.event_types), len(layout.categories))
     ctx.metric("users", users)
     ctx.metric("features", len(scaler.columns))
     ctx.metric("constant_features", len(scaler.constant_columns()))

@@ -21,7 +21,7 @@ from persona.refine import refine_segments, segment_method
 from persona.registry import load_kmeans, register_segments
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, feature_columns
-from persona.stages.train import _cache_url
+from persona.stages.train import petastorm_cache_url
 from persona.transform.dec import nearest_center
 from persona.transform.explain import (fit_surrogate, highlights, segment_names,
                                        segment_rules, standardised_differences)
@@ -172,7 +172,8 @@ def run(ctx: StageContext) -> None:
         labelled = model.transform(vectors)
         if method != "kmeans":
             space, centers, encoder = refine_segments(
-                ctx, method, centers, encoder, ctx.lake.read(FEATURES_TABLE), _cache_url(ctx))
+                ctx, method, centers, encoder, ctx.lake.read(FEATURES_TABLE),
+                petastorm_cache_url(ctx))
             labelled = space.withColumn("segment", nearest_center("embedding", centers))
         version = hashlib.sha1(json.dumps([encoder, centers]).encode()).hexdigest()[:12]
         assigned = labelled.select(

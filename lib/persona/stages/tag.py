@@ -33,8 +33,8 @@ from pyspark.sql.types import (ArrayType, DoubleType, LongType, StringType, Stru
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.stages.embed import EMBEDDINGS_TABLE
-from persona.stages.features import FEATURES_TABLE, _groups, feature_columns
-from persona.stages.train import _cache_url
+from persona.stages.features import FEATURES_TABLE, build_groups, feature_columns
+from persona.stages.train import petastorm_cache_url
 from persona.tag_config import INPUTS, TagSpec, tag_specs
 from persona.tagging import ClassifierSpec, train_classifier, validation_arrays
 from persona.transform import features as fx
@@ -121,7 +121,7 @@ def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> D
                            f"after the last event ({span['last']}): the outcome would be cut "
                            f"short; move the cutoff earlier or shorten horizon_days")
     before = events.where(F.col("event_time") <= F.lit(cutoff))
-    groups = _groups(ctx, before, cutoff)
+    groups = build_groups(ctx, before, cutoff)
     if groups.pop("text", None) is not None:
         ctx.log.info("tag %s: text vectors left out: refitted at the cutoff, their dimensions "
                      "would not mean what they mean in %s", spec.name, FEATURES_TABLE)
@@ -328,7 +328,7 @@ def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], 
                                    spec.validation_sample)
     result = train_classifier(ctx.spark, rows.where(F.col("part") == "train"), validation, cls,
                               spec.name, ctx.config.integer("train.num_proc", 2, minimum=1),
-                              _cache_url(ctx))
+                              petastorm_cache_url(ctx))
     for epoch, (loss, val) in enumerate(zip(result.losses, result.validation_losses), start=1):
         mlflow.log_metrics({f"{spec.name}.loss": loss, f"{spec.name}.val_loss": val}, step=epoch)
     ctx.metric(metric_name(spec.name, "best_epoch"), result.best_epoch)

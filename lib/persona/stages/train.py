@@ -10,17 +10,24 @@ from pyspark.sql import Row
 
 from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.model import AutoencoderSpec
+from persona.model import SEQUENCE_ENCODERS, AutoencoderSpec
 from persona.registry import ENCODER_ARTIFACT, MODELS_TABLE, register_encoder, save_encoder
-from persona.stages.features import FEATURES_TABLE
+from persona.stages.features import FEATURES_TABLE, sequence_shape
 from persona.training import train_autoencoder
 
 
 HELP = "train the denoising autoencoder with Horovod, data through Petastorm"
 
 
-def spec_from_config(ctx: StageContext, input_dim: int) -> AutoencoderSpec:
+def spec_from_config(ctx: StageContext, input_dim: int,
+                     sequence: tuple[int, int] | None = None) -> AutoencoderSpec:
+    """``train.*`` checked; ``sequence`` is the (steps, step_size) at the end of the input."""
     cfg = ctx.config
+    encoder = cfg.get("train.sequence_encoder", "gru")
+    if encoder not in SEQUENCE_ENCODERS:
+        raise PersonaError(f"train.sequence_encoder must be one of {', '.join(SEQUENCE_ENCODERS)}"
+                           f", got {encoder!r}")
+    steps, step_size = sequence or (0, 0)
     hidden = cfg.get("train.hidden", [64, 32])
     if not isinstance(hidden, list) or not all(isinstance(h, int) and h > 0 for h in hidden):
         raise PersonaError(f"train.hidden must be a list of positive integers, got {hidden!r}")
@@ -37,10 +44,15 @@ def spec_from_config(ctx: StageContext, input_dim: int) -> AutoencoderSpec:
         batch_size=cfg.integer("train.batch_size", 128, minimum=1),
         seed=cfg.integer("train.seed", 7),
         threads_per_proc=cfg.integer("train.threads_per_proc", 1, minimum=0),
+        sequence_steps=steps,
+        sequence_step_size=step_size,
+        sequence_encoder=encoder,
+        sequence_units=cfg.integer("train.sequence_units", 16, minimum=1),
     )
 
 
-def _cache_url(ctx: StageContext) -> str:
+def petastorm_cache_url(ctx: StageContext) -> str:
+    """Where Petastorm materialises training data (``train.petastorm_cache``), as a URL."""
     path = ctx.config.path_of("train.petastorm_cache", f"{ctx.lake.root}/_petastorm")
     if "://" in path or path.startswith("file:"):
         return path
@@ -53,12 +65,16 @@ def run(ctx: StageContext) -> None:
     first = features.select("features", "feature_set_version").first()
     if first is None:
         raise PersonaError(f"{FEATURES_TABLE} is empty: nothing to train on")
-    spec = spec_from_config(ctx, len(first["features"]))
+    sequence = sequence_shape(features)
+    spec = spec_from_config(ctx, len(first["features"]), sequence)
     num_proc = ctx.config.integer("train.num_proc", 2, minimum=1)
     ctx.log.info("training on %d features, latent %d, %d epochs, %d Horovod ranks",
                  spec.input_dim, spec.latent_dim, spec.epochs, num_proc)
+    if sequence:
+        ctx.log.info("the last %d inputs are a sequence of %d events, read by a %s branch",
+                     sequence[0] * sequence[1], sequence[0], spec.sequence_encoder)
     mlflow.log_params({f"model.{k}": v for k, v in spec.to_dict().items()})
-    result = train_autoencoder(ctx.spark, features, spec, num_proc, _cache_url(ctx))
+    result = train_autoencoder(ctx.spark, features, spec, num_proc, petastorm_cache_url(ctx))
 
     for epoch, loss in enumerate(result.losses, start=1):
         mlflow.log_metric("loss", loss, step=epoch)

@@ -284,3 +284,72 @@ def text_vectors(content: DataFrame, size: int, seed: int, min_count: int = 2) -
     vectors = model.transform(words).withColumn("v", vector_to_array("vector"))
     return vectors.groupBy("user_id").agg(
         *[F.avg(F.col("v")[i]).alias(f"text_{i}") for i in range(size)])
+
+
+@dataclass(frozen=True)
+class SequenceLayout:
+    """How a user's recent events are laid out in the flattened sequence: ``steps`` events,
+    oldest first (left-padded with zero steps), each ``[is_event, one-hot event type,
+    one-hot category, gap]``."""
+
+    steps: int
+    event_types: tuple[str, ...]
+    categories: tuple[str, ...]
+
+    @property
+    def step_size(self) -> int:
+        return 2 + len(self.event_types) + len(self.categories)
+
+    @property
+    def size(self) -> int:
+        return self.steps * self.step_size
+
+
+# Gaps are log1p(seconds since the user's previous event) over log1p(this), capped at 1;
+# a user's first event gets 1 (nothing before it).
+GAP_SCALE_SECONDS = 365 * SECONDS_PER_DAY
+
+
+def sequences(events: DataFrame, layout: SequenceLayout) -> DataFrame:
+    """Each user's last ``layout.steps`` events as one flat array<float> ``sequence`` of
+    ``layout.size`` values (see :class:`SequenceLayout`); ties in time are ordered by event
+    type and category so that a rebuild gives the same sequence."""
+    order = Window.partitionBy("user_id").orderBy("event_time", "event_type", "category")
+    gap = F.unix_timestamp("event_time") - F.unix_timestamp(F.lag("event_time").over(order))
+    step = F.array(
+        F.lit(1.0),
+        *[(F.col("event_type") == t).cast("double") for t in layout.event_types],
+        *[F.coalesce((F.col("category") == c).cast("double"), F.lit(0.0))
+          for c in layout.categories],
+        F.coalesce(F.least(F.lit(1.0), F.log1p(gap) / F.lit(math.log1p(GAP_SCALE_SECONDS))),
+                   F.lit(1.0)),
+    )
+    recent = (events
+              .select("user_id", F.row_number().over(order).alias("position"),
+                      F.count(F.lit(1)).over(Window.partitionBy("user_id")).alias("n"),
+                      step.alias("step"))
+              .where(F.col("position") > F.col("n") - layout.steps))
+    padding = F.array(*[F.lit(0.0)] * layout.step_size)
+    steps = F.transform(F.sort_array(F.collect_list(F.struct("position", "step"))),
+                        lambda s: s["step"])
+    return recent.groupBy("user_id").agg(steps.alias("_steps")).select(
+        "user_id",
+        F.flatten(F.concat(F.array_repeat(padding, F.lit(layout.steps) - F.size("_steps")),
+                           F.col("_steps"))).cast("array<float>").alias("sequence"))
+
+
+def sequence_weight(df: DataFrame, size: int, column: str = "sequence") -> float:
+    """1/sqrt(total variance of the ``size`` values of ``column``), so that the sequence
+    carries the same total variance in the network's input as any other feature group."""
+    sums = df.agg(F.avg(F.aggregate(column, F.lit(0.0), lambda acc, x: acc + x * x)).alias("sq"),
+                  *[F.avg(F.col(column)[i]).alias(f"m{i}") for i in range(size)]).first()
+    variance = (sums["sq"] or 0.0) - sum((sums[f"m{i}"] or 0.0) ** 2 for i in range(size))
+    return 1.0 / math.sqrt(variance) if variance > 1e-12 else 1.0
+
+
+def with_sequence(df: DataFrame, weight: float, size: int, output: str = "features") -> DataFrame:
+    """Append the weighted ``sequence`` (zeros for a user without one) to ``output`` and
+    drop it."""
+    seq = F.coalesce(F.col("sequence"), F.array_repeat(F.lit(0.0).cast("float"), size))
+    weighted = F.transform(seq, lambda x: (x * F.lit(weight)).cast("float"))
+    return df.withColumn(output, F.concat(F.col(output), weighted)).drop("sequence")
