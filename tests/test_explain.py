@@ -26,8 +26,8 @@ def test_values_read_in_their_own_units():
     assert ex.format_value("n_events", 12.0) == "12"
     assert ex.feature_label("cat_home_decor") == "home decor share"
     assert ex.feature_label("monetary") == "spend"
-    assert ex.feature_label("w30_events") == "events in the last 30 days"
-    assert ex.format_value("w7_spend", 56.2) == "56"
+    assert ex.feature_label("w30_event_share") == "share of events in the last 30 days"
+    assert ex.format_value("w7_spend_share", 0.25) == "25%"
     assert ex.format_value("mean_gap_days", 11.5) == "12 days"
 
 
@@ -54,7 +54,7 @@ def test_names_take_the_strongest_phrase_of_each_family():
         "lapsed", "unhappy reviewers"]
     assert ex.name_phrases({"monetary": 0.1}) == []
     # Trailing windows share one family; learned text dimensions have no words.
-    assert ex.name_phrases({"w30_events": 1.0, "w7_spend": 0.9, "text_3": 0.8,
+    assert ex.name_phrases({"w30_event_share": 1.0, "w7_spend_share": 0.9, "text_3": 0.8,
                             "n_items": -0.5}) == ["busy lately", "narrow range"]
 
 

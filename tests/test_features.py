@@ -96,6 +96,8 @@ def test_scaler_standardises_weights_groups_and_handles_constants(spark):
     weight_b = 1 / math.sqrt(2)  # group b has two columns
     assert vectors[0] == pytest.approx([-z, 0.0, -z * weight_b], rel=1e-5)
     assert vectors[2] == pytest.approx([z, 0.0, z * weight_b], rel=1e-5)
+    halved = fx.Scaler.fit(df, {"a": ["x"], "b": ["const", "y"]}, group_weights={"b": 0.5})
+    assert halved.weights == pytest.approx({"x": 1.0, "const": weight_b / 2, "y": weight_b / 2})
 
 
 def test_scaler_logs_heavy_tailed_columns(spark):
@@ -118,10 +120,13 @@ def test_activity_windows_and_trend(events):
     rows = by_user(fx.activity_windows(events, AS_OF, [7, 30], ["purchase"]))
     u1, u2 = rows["u1"], rows["u2"]
     # u1's events are 8.67, 8.65 and 5.17 days before as_of; u2's one event 1 day before.
-    assert (u1["w7_events"], u1["w7_purchases"], u1["w7_spend"]) == (1, 1, 10.0)
-    assert (u1["w30_events"], u1["w30_purchases"], u1["w30_spend"]) == (3, 2, 40.0)
+    # u1: 1 of 3 events, 1 of 2 purchases and 10 of 40 spent in the last 7 days.
+    assert (u1["w7_event_share"], u1["w7_purchase_share"], u1["w7_spend_share"]) == \
+        pytest.approx((1 / 3, 1 / 2, 1 / 4))
+    assert (u1["w30_event_share"], u1["w30_purchase_share"], u1["w30_spend_share"]) == (1, 1, 1)
     assert u1["trend"] == pytest.approx(math.log(2) - math.log(3))  # 1 recent vs 2 before
-    assert (u2["w7_events"], u2["w7_spend"]) == (1, 0.0)
+    # u2 bought nothing: no purchase or spend to share.
+    assert (u2["w7_event_share"], u2["w7_purchase_share"], u2["w7_spend_share"]) == (1, 0, 0)
     assert u2["trend"] == pytest.approx(math.log(2))
 
 

@@ -130,6 +130,17 @@ def sequence_shape(features_df) -> tuple[int, int] | None:
     return (int(meta["steps"]), int(meta["step_size"])) if meta else None
 
 
+def _group_weights(ctx: StageContext) -> dict[str, float]:
+    """``features.group_weights``: a multiplier per group (default 1)."""
+    weights = ctx.config.get("features.group_weights", None) or {}
+    if (not isinstance(weights, dict) or set(weights) - set(GROUPS) or not all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+            for w in weights.values())):
+        raise PersonaError(f"features.group_weights must map groups ({', '.join(GROUPS)}) to "
+                           f"numbers >= 0, got {weights!r}")
+    return {g: float(w) for g, w in weights.items()}
+
+
 def _pinned(ctx: StageContext) -> dict[str, int]:
     """``features.input_versions``: Delta versions to rebuild a past feature set from."""
     pinned = ctx.config.get("features.input_versions", None) or {}
@@ -188,7 +199,8 @@ def run(ctx: StageContext) -> None:
                          for name, df in groups.items()}
         stats = fx.column_stats(joined, [c for cols in group_columns.values() for c in cols])
         fused = fx.impute(joined, {c: st["mean"] for c, st in stats.items()})
-        scaler = fx.Scaler.fit(fused, group_columns)
+        group_weights = _group_weights(ctx)
+        scaler = fx.Scaler.fit(fused, group_columns, group_weights=group_weights)
         _check_quality(ctx, stats, scaler)
         definition = {
             "as_of": str(as_of),
@@ -199,7 +211,8 @@ def run(ctx: StageContext) -> None:
         }
         out = scaler.transform(fused)
         if layout:
-            weight = fx.sequence_weight(joined, layout.size)
+            weight = (group_weights.get("sequence", 1.0)
+                      * fx.sequence_weight(joined, layout.size))
             definition["sequence"] = {"steps": layout.steps, "step_size": layout.step_size,
                                       "event_types": list(layout.event_types),
                                       "categories": list(layout.categories), "weight": weight}

@@ -31,7 +31,7 @@ LABELS = {
     "mean_gap_days": "days between visits", "category_entropy": "category variety",
     "trend": "activity trend",
 }
-WINDOW = re.compile(r"w(\d+)_(events|purchases|spend)$")  # trailing-window counts
+WINDOW = re.compile(r"w(\d+)_(event|purchase|spend)_share$")  # trailing-window shares
 # feature -> (family, phrase when above the population, phrase when below); a family
 # appears once in a name.
 PHRASES = {
@@ -60,21 +60,21 @@ PHRASES = {
     "mean_gap_days": ("rhythm", "infrequent visits", "frequent visits"),
     "trend": ("trend", "growing", "fading"),
 }
-WINDOW_PHRASES = {"events": ("busy lately", "quiet lately"),
-                  "purchases": ("buying lately", "not buying lately"),
+WINDOW_PHRASES = {"event": ("busy lately", "quiet lately"),
+                  "purchase": ("buying lately", "not buying lately"),
                   "spend": ("spending lately", "not spending lately")}
 MIN_Z = 0.25  # smallest standardised difference worth a word in a name
 
 
 def feature_kind(column: str, numeric_attributes=()) -> str:
     """How a feature's values read: share, days, money, rating or number."""
-    if column.startswith(SHARE_PREFIXES) or column.endswith("_missing"):
+    if column.startswith(SHARE_PREFIXES) or column.endswith("_missing") or WINDOW.match(column):
         return "share"
     if column.startswith("attr_"):
         return "number" if column[len("attr_"):] in numeric_attributes else "share"
     if column in DAYS:
         return "days"
-    if column in MONEY or (WINDOW.match(column) and column.endswith("_spend")):
+    if column in MONEY:
         return "money"
     if column == "content_avg_rating":
         return "rating"
@@ -87,7 +87,7 @@ def feature_label(column: str) -> str:
         return LABELS[column]
     window = WINDOW.match(column)
     if window:
-        return f"{window.group(2)} in the last {window.group(1)} days"
+        return f"share of {window.group(2)}s in the last {window.group(1)} days"
     for prefix in SHARE_PREFIXES:
         if column.startswith(prefix):
             return f"{column[len(prefix):].replace('_', ' ')} share"

@@ -21,7 +21,6 @@ DAYPARTS = {"night": (0, 6), "morning": (6, 12), "afternoon": (12, 18), "evening
 LOG_COLUMNS = {"recency_days", "tenure_days", "n_events", "n_sessions", "active_days",
                "n_purchases", "monetary", "avg_order_value", "quantity", "content_n",
                "content_text_length", "n_items", "events_per_session", "mean_gap_days"}
-LOG_PATTERN = re.compile(r"^w\d+_(events|purchases|spend)$")
 # Levels rather than amounts: a user without reviews gets the population's mean, not 0
 # (which would read as "rates everything 0" and split users by whether they write).
 MEAN_IMPUTED = re.compile(r"^(content_avg_rating|content_text_length|text_\d+)$")
@@ -185,23 +184,26 @@ class Scaler:
     @staticmethod
     def _pre(name: str) -> Column:
         col = F.col(name).cast("double")
-        if name in LOG_COLUMNS or LOG_PATTERN.match(name):
+        if name in LOG_COLUMNS:
             return F.signum(col) * F.log1p(F.abs(col))
         return col
 
     @classmethod
-    def fit(cls, df: DataFrame, groups: dict[str, list[str]], clip: float = 5.0) -> "Scaler":
+    def fit(cls, df: DataFrame, groups: dict[str, list[str]], clip: float = 5.0,
+            group_weights: dict[str, float] | None = None) -> "Scaler":
         """Means and standard deviations in one Spark aggregation.
 
         Each group's columns are weighted by 1/sqrt(group size), so that every group
-        contributes the same total variance and a wide group cannot drown a narrow one.
+        contributes the same total variance and a wide group cannot drown a narrow one;
+        ``group_weights`` (default 1) multiplies a group's columns on top of that.
         """
         columns = [c for cols in groups.values() for c in cols]
         aggs = []
         for c in columns:
             aggs += [F.avg(cls._pre(c)).alias(f"m_{c}"), F.stddev_pop(cls._pre(c)).alias(f"s_{c}")]
         stats = df.agg(*aggs).first().asDict()
-        weights = {c: 1.0 / math.sqrt(len(cols)) for cols in groups.values() for c in cols}
+        weights = {c: (group_weights or {}).get(name, 1.0) / math.sqrt(len(cols))
+                   for name, cols in groups.items() for c in cols}
         return cls(columns,
                    {c: float(stats[f"m_{c}"] or 0.0) for c in columns},
                    {c: float(stats[f"s_{c}"] or 0.0) for c in columns},
@@ -223,22 +225,26 @@ class Scaler:
 
 def activity_windows(events: DataFrame, as_of, windows: list[int],
                      purchase_types: list[str]) -> DataFrame:
-    """Events, purchases and spend in each trailing window of ``windows`` days, and a trend.
+    """When the activity happened: the share of the user's events, purchases and spend that
+    fall in each trailing window of ``windows`` days, and a trend.
 
+    Shares rather than counts, so that the group describes timing and leaves the amount of
+    activity to the behaviour group (counts again here would weigh volume twice).
     ``trend`` compares the last ``windows[0]`` days with the same span just before it
     (log ratio: > 0 when the user is speeding up, < 0 when slowing down).
     """
     age = (F.unix_timestamp(F.lit(as_of).cast("timestamp"))
            - F.unix_timestamp("event_time")) / SECONDS_PER_DAY
     is_purchase = F.col("event_type").isin(purchase_types)
+    spend = F.when(is_purchase, F.coalesce(F.col("amount"), F.lit(0.0))).otherwise(0.0)
+    share = lambda part, whole: F.coalesce(F.sum(part) / F.sum(whole), F.lit(0.0))
     cols: list[Column] = []
     for w in windows:
-        inside = age < w
-        cols += [F.sum(F.when(inside, 1).otherwise(0)).cast("double").alias(f"w{w}_events"),
-                 F.sum(F.when(inside & is_purchase, 1).otherwise(0)).cast("double")
-                 .alias(f"w{w}_purchases"),
-                 F.coalesce(F.sum(F.when(inside & is_purchase, F.col("amount"))), F.lit(0.0))
-                 .cast("double").alias(f"w{w}_spend")]
+        inside = (age < w).cast("double")
+        cols += [share(inside, F.lit(1.0)).alias(f"w{w}_event_share"),
+                 share(inside * is_purchase.cast("double"), is_purchase.cast("double"))
+                 .alias(f"w{w}_purchase_share"),
+                 share(inside * spend, spend).alias(f"w{w}_spend_share")]
     span = windows[0]
     recent = F.sum(F.when(age < span, 1).otherwise(0))
     before = F.sum(F.when((age >= span) & (age < 2 * span), 1).otherwise(0))
