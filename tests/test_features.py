@@ -181,3 +181,18 @@ def test_sequence_weight_gives_the_sequence_unit_total_variance(spark):
                               "features array<float>, sequence array<float>"), 0.5, 2)
     assert appended.columns == ["features"]
     assert sorted(r["features"] for r in appended.collect()) == [[8.0, 0, 0], [9.0, 0.5, 0]]
+
+
+@pytest.mark.parametrize("weights", [{"txt": 1.0}, {"text": -1}, {"text": True}, [1, 2]])
+def test_invalid_group_weights_are_a_clear_error(weights):
+    from types import SimpleNamespace
+
+    from persona.config import Config
+    from persona.errors import PersonaError
+    from persona.stages.features import _group_weights
+
+    ctx = SimpleNamespace(config=Config({"features": {"group_weights": weights}}))
+    with pytest.raises(PersonaError, match="features.group_weights must map groups"):
+        _group_weights(ctx)
+    ctx.config.set("features.group_weights", {"text": 0.5, "sequence": 2})
+    assert _group_weights(ctx) == {"text": 0.5, "sequence": 2.0}

@@ -205,6 +205,22 @@ def test_planted_segments_differ_in_behaviour(large):
     assert lapsed_text.str.contains("late|broken|refund").mean() > 0.5
 
 
+def test_sessions_follow_each_segment_order_and_pace(large):
+    out, _ = large
+    events = clean_events(out).sort_values(["session_id", "time"], kind="stable")
+    first = events.groupby("session_id").first()
+    opens = pd.crosstab(first.segment_name, first.event_type, normalize="index")
+    # Scripts: bargain hunters search first, loyal regulars buy first, lapsed customers
+    # return first; weekend browsers' sessions are shuffled, so they open as their mix says.
+    assert opens.idxmax(axis=1)["bargain hunters"] == "search"
+    assert opens.idxmax(axis=1)["loyal regulars"] == "purchase"
+    overall = events.groupby("segment_name").event_type.apply(lambda t: (t == "return").mean())
+    assert opens["return"]["lapsed customers"] > 1.5 * overall["lapsed customers"]
+    gaps = events.groupby("session_id").time.diff().dt.total_seconds()
+    pace = gaps.groupby(events.segment_name).mean()
+    assert pace["loyal regulars"] < pace["bargain hunters"] < pace["weekend browsers"]
+
+
 def test_chunks_write_one_part_per_table_and_the_same_users(tmp_path):
     lines = []
     chunked = generate(str(tmp_path / "chunked"), users=3000, chunk_users=1000, log=lines.append)

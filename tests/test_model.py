@@ -53,3 +53,4 @@ def test_unknown_sequence_encoder_is_a_clear_error():
     ctx.config.set("train.sequence_encoder", "conv")
     spec = spec_from_config(ctx, 10, (2, 3))
     assert (spec.sequence_steps, spec.sequence_step_size, spec.sequence_encoder) == (2, 3, "conv")
+

@@ -173,6 +173,20 @@ def lake_settings(work: Path, data: Path, mlflow_uri: str, experiment: str,
     return settings + JOB_SETTINGS
 
 
+def run_logged(cmd: list[str], env: dict, log: Path, timeout: float) -> int | None:
+    """Run ``cmd`` in its own process group with its output appended to ``log``; the group is
+    killed when it ends or outlives ``timeout``. Returns the exit code, None on a timeout."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=log.parent, start_new_session=True)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            kill_group(proc, grace=5)
+
+
 def submit(master: str, job: str, settings: list[str], log: Path) -> float:
     """spark-submit ``dist/jobs/<job>.py`` on ``conf/cluster.example.yaml``; returns wall time."""
     cmd = [*spark_submit_args(master), str(DIST / "jobs" / f"{job}.py"),
@@ -181,15 +195,7 @@ def submit(master: str, job: str, settings: list[str], log: Path) -> float:
         cmd += ["--set", item]
     log.write_text(" ".join(cmd) + "\n\n")
     start = time.time()
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=job_env(),
-                                cwd=log.parent, start_new_session=True)
-        try:
-            code = proc.wait(SUBMIT_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            kill_group(proc, grace=5)
+    code = run_logged(cmd, job_env(), log, SUBMIT_TIMEOUT)
     seconds = time.time() - start
     if code != 0:
         pytest.fail(f"spark-submit {job} on {master} "

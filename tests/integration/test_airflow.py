@@ -7,8 +7,9 @@ import time
 import pytest
 
 from tests.integration.conftest import (AIRFLOW_BIN, BIN, CLUSTER_CONF, DIST, JARS, ROOT,
-                                        TIMINGS, job_env, kill_group, lake_settings,
-                                        lake_summary, require_package, tail)
+                                        TIMINGS, job_env, lake_settings,
+                                        lake_summary, require_package, run_logged,
+                                        tail)
 
 DAG_ID = "persona_pipeline"
 LOGICAL_DATE = "2025-02-01"
@@ -49,16 +50,7 @@ def airflow_env(home) -> dict:
 def airflow(args: list[str], env: dict, log, timeout: float = 300) -> None:
     """``airflow ARGS`` in its own process group, killed if it outlives ``timeout``; its
     output is appended to ``log``."""
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(AIRFLOW_BIN / "airflow"), *args], stdout=out,
-                                stderr=subprocess.STDOUT, env=env, cwd=log.parent,
-                                start_new_session=True)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            kill_group(proc, grace=5)
+    code = run_logged([str(AIRFLOW_BIN / "airflow"), *args], env, log, timeout)
     if code != 0:
         pytest.fail(f"airflow {' '.join(args[:3])}: "
                     f"{'timed out' if code is None else f'exit code {code}'}\n{tail(log, 60)}")

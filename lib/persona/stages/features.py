@@ -53,11 +53,29 @@ def _enabled_groups(ctx: StageContext) -> list[str]:
     return groups
 
 
-def build_groups(ctx: StageContext, events, as_of) -> dict:
+def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
+    """The most frequent event types (for event_mix and sequence) and categories (for
+    category and sequence), for the enabled groups that encode them."""
+    cfg = ctx.config
+    enabled = set(_enabled_groups(ctx))
+    levels = {}
+    if enabled & {"event_mix", "sequence"}:
+        levels["event_type"] = fx.top_values(events, "event_type",
+                                             cfg.integer("features.max_event_types", 12))
+    if enabled & {"category", "sequence"}:
+        levels["category"] = fx.top_values(events, "category",
+                                           cfg.integer("features.top_categories", 12))
+    return levels
+
+
+def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None) -> dict:
     """Each enabled feature group that the data supports, as a DataFrame keyed by user_id;
-    a group the data cannot support is skipped with the reason logged."""
+    a group the data cannot support is skipped with the reason logged. ``levels`` are the
+    :func:`_event_levels` of ``events`` when the caller has them already."""
     cfg = ctx.config
     enabled = _enabled_groups(ctx)
+    if levels is None:
+        levels = _event_levels(ctx, events)
     purchases = list(cfg.get("features.purchase_types", ["purchase"]))
     out = {"behaviour": fx.behaviour(events, as_of, purchases)}
     if "windows" in enabled:
@@ -68,13 +86,10 @@ def build_groups(ctx: StageContext, events, as_of) -> dict:
     if "diversity" in enabled:
         out["diversity"] = fx.diversity(events)
     if "event_mix" in enabled:
-        types = fx.top_values(events, "event_type", cfg.integer("features.max_event_types", 12))
-        out["event_mix"] = fx.event_mix(events, types)
+        out["event_mix"] = fx.event_mix(events, levels["event_type"])
     if "category" in enabled:
-        categories = fx.top_values(events, "category",
-                                   cfg.integer("features.top_categories", 12))
-        if categories:
-            out["category"] = fx.category_affinity(events, categories)
+        if levels["category"]:
+            out["category"] = fx.category_affinity(events, levels["category"])
         else:
             ctx.log.info("category group skipped: events have no category values")
     if "time" in enabled:
@@ -110,17 +125,14 @@ def build_groups(ctx: StageContext, events, as_of) -> dict:
     return out
 
 
-def _sequence_layout(ctx: StageContext, events) -> fx.SequenceLayout | None:
-    """The layout of the ``sequence`` group, or None when it is off."""
+def _sequence_layout(ctx: StageContext, levels: dict) -> fx.SequenceLayout | None:
+    """The layout of the ``sequence`` group over the :func:`_event_levels`, or None when
+    the group is off."""
     if "sequence" not in _enabled_groups(ctx):
         return None
-    cfg = ctx.config
     return fx.SequenceLayout(
-        steps=cfg.integer("features.sequence_length", 20, minimum=1),
-        event_types=tuple(fx.top_values(events, "event_type",
-                                        cfg.integer("features.max_event_types", 12))),
-        categories=tuple(fx.top_values(events, "category",
-                                       cfg.integer("features.top_categories", 12))))
+        steps=ctx.config.integer("features.sequence_length", 20, minimum=1),
+        event_types=tuple(levels["event_type"]), categories=tuple(levels["category"]))
 
 
 def sequence_shape(features_df) -> tuple[int, int] | None:
@@ -185,8 +197,9 @@ def run(ctx: StageContext) -> None:
     events_all = _bronze(ctx, "bronze/events")
     as_of = _as_of(ctx, events_all)
     events = events_all.where(F.col("event_time") <= F.lit(as_of))
-    groups = build_groups(ctx, events, as_of)
-    layout = _sequence_layout(ctx, events)
+    levels = _event_levels(ctx, events)
+    groups = build_groups(ctx, events, as_of, levels)
+    layout = _sequence_layout(ctx, levels)
     base, *rest = groups.values()
     if layout:
         rest.append(fx.sequences(events, layout))
