@@ -15,7 +15,7 @@ from persona.config import Config
 from persona.generate import generate
 from persona.lake import Lake
 from persona.pipeline import run_pipeline, run_single
-from persona.stages.features import feature_columns, sequence_shape
+from persona.stages.features import feature_columns, feature_groups, sequence_shape
 from persona.tracking import tracking_uri
 from tests.conftest import make_config
 
@@ -34,7 +34,8 @@ def demo(spark, tmp_path_factory):
     for name in ("events", "users", "content"):
         sources[name]["path"] = os.path.join(tmp, "data", name)
     config = make_config(tmp, sources=sources, features=local["features"])
-    config.set("train.epochs", 15)
+    config.set("train.epochs", local["train"]["epochs"])
+    config.set("train.hidden", local["train"]["hidden"])
     results = run_pipeline(config)
     yield config, Lake(spark, config.path_of("lake.root")), counts, results
 
@@ -55,10 +56,13 @@ def test_every_table_is_written(demo):
 
 
 def test_sequence_of_recent_events_ends_the_network_input(demo):
-    _, lake, _, _ = demo
+    config, lake, _, _ = demo
     features = lake.read("silver/user_features")
     # 20 events, each: is-event flag, 5 event types, 8 categories, gap.
     assert sequence_shape(features) == (20, 15)
+    groups = feature_groups(features)
+    assert list(groups) == [g for g in config.get("features.groups") if g != "sequence"]
+    assert [c for cols in groups.values() for c in cols] == feature_columns(features)
     row = features.first()
     assert len(row["features"]) == len(feature_columns(features)) + 20 * 15
 
@@ -107,7 +111,7 @@ def test_each_stage_is_an_mlflow_run_with_losses(demo):
         runs["tags.mlflow.runName"])
     train = runs[runs["tags.mlflow.runName"] == "train"].iloc[0]
     history = mlflow.MlflowClient().get_metric_history(train["run_id"], "loss")
-    assert len(history) == 15
+    assert len(history) == config.get("train.epochs")
     assert history[-1].value < history[0].value  # the autoencoder learned something
 
 

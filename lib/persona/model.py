@@ -9,7 +9,7 @@ class AutoencoderSpec:
     """Shape and training settings of the autoencoder, from ``train.*``."""
 
     input_dim: int
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
+    hidden: list[int] = field(default_factory=list)
     latent_dim: int = 8
     noise: float = 0.1
     learning_rate: float = 0.002

@@ -40,8 +40,10 @@ def _as_of(ctx: StageContext, events):
 
 GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "time", "profile",
           "content", "text", "sequence")
-# Key of the ``features`` column's metadata that describes the sequence at its end.
+# Keys of the ``features`` column's metadata: the sequence at its end, and the named
+# columns of each group, in the order their scaled values start the vector.
 SEQUENCE_METADATA = "sequence"
+GROUPS_METADATA = "groups"
 
 
 def _enabled_groups(ctx: StageContext) -> list[str]:
@@ -142,6 +144,13 @@ def sequence_shape(features_df) -> tuple[int, int] | None:
     return (int(meta["steps"]), int(meta["step_size"])) if meta else None
 
 
+def feature_groups(features_df) -> dict[str, list[str]]:
+    """The named columns of each feature group of a user_features table (empty for an
+    imported feature table)."""
+    groups = features_df.schema["features"].metadata.get(GROUPS_METADATA, [])
+    return {g["name"]: list(g["columns"]) for g in groups}
+
+
 def _group_weights(ctx: StageContext) -> dict[str, float]:
     """``features.group_weights``: a multiplier per group (default 1)."""
     weights = ctx.config.get("features.group_weights", None) or {}
@@ -223,15 +232,18 @@ def run(ctx: StageContext) -> None:
                          if k not in ("as_of", "input_versions")},
         }
         out = scaler.transform(fused)
+        # A list, not a map: metadata maps do not keep their order.
+        metadata = {GROUPS_METADATA: [{"name": name, "columns": columns}
+                                      for name, columns in group_columns.items()]}
         if layout:
             weight = (group_weights.get("sequence", 1.0)
                       * fx.sequence_weight(joined, layout.size))
             definition["sequence"] = {"steps": layout.steps, "step_size": layout.step_size,
                                       "event_types": list(layout.event_types),
                                       "categories": list(layout.categories), "weight": weight}
-            out = fx.with_sequence(out, weight, layout.size).withColumn(
-                "features", F.col("features").alias("features", metadata={
-                    SEQUENCE_METADATA: {"steps": layout.steps, "step_size": layout.step_size}}))
+            out = fx.with_sequence(out, weight, layout.size)
+            metadata[SEQUENCE_METADATA] = {"steps": layout.steps, "step_size": layout.step_size}
+        out = out.withColumn("features", F.col("features").alias("features", metadata=metadata))
         version = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
         out = (out
                .withColumn("feature_set_version", F.lit(version))

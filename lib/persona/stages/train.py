@@ -28,7 +28,7 @@ def spec_from_config(ctx: StageContext, input_dim: int,
         raise PersonaError(f"train.sequence_encoder must be one of {', '.join(SEQUENCE_ENCODERS)}"
                            f", got {encoder!r}")
     steps, step_size = sequence or (0, 0)
-    hidden = cfg.get("train.hidden", [64, 32])
+    hidden = cfg.get("train.hidden", [])
     if not isinstance(hidden, list) or not all(isinstance(h, int) and h > 0 for h in hidden):
         raise PersonaError(f"train.hidden must be a list of positive integers, got {hidden!r}")
     noise = cfg.number("train.noise", 0.1)
