@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 from pyspark.sql import functions as F
@@ -28,9 +29,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from persona.config import Config
 from persona.lake import Lake
-from persona.model import AutoencoderSpec, build_autoencoder
+from persona.model import build_autoencoder
 from persona.spark import get_spark
 from persona.stages.features import feature_groups, sequence_shape
+from persona.stages.train import spec_from_config
 from persona.transform.features import Scaler
 
 BASE = ["behaviour", "event_mix", "category", "time", "profile"]
@@ -44,32 +46,28 @@ SETS = {
 }
 
 
-def matrix(features, groups: dict, shape, names: list[str]) -> tuple[np.ndarray, int]:
-    """(scaled inputs of the groups in ``names``, length of the sequence at their end)."""
+def matrix(features, groups: dict, shape, names: list[str]) -> tuple[np.ndarray, tuple | None]:
+    """(scaled inputs of the groups in ``names``, (steps, step_size) of the sequence at their
+    end or None)."""
     chosen = {g: groups[g] for g in names if g in groups}
     scaled = Scaler.fit(features, chosen).transform(features, "x")
-    steps = 0
+    sequence = None
     if "sequence" in names and shape:
         start = sum(len(c) for c in groups.values()) + 1
-        steps = shape[0]
+        sequence = shape
         scaled = scaled.withColumn("x", F.concat("x", F.slice("features", start,
                                                                shape[0] * shape[1])))
     rows = scaled.select("x").toPandas()["x"]
-    return np.stack(rows.to_numpy()).astype(np.float32), steps
+    return np.stack(rows.to_numpy()).astype(np.float32), sequence
 
 
-def embed(x: np.ndarray, config: Config, steps: int, step_size: int, seed: int) -> np.ndarray:
+def embed(x: np.ndarray, config: Config, sequence, seed: int) -> np.ndarray:
+    """Train the autoencoder of ``train.*`` (with training seed ``seed``) on ``x``; the
+    embeddings of ``x``."""
     import tensorflow as tf
 
-    spec = AutoencoderSpec(
-        input_dim=x.shape[1], hidden=config.get("train.hidden", []),
-        latent_dim=config.integer("train.latent_dim", 8), noise=config.number("train.noise", 0.1),
-        learning_rate=config.number("train.learning_rate", 0.002),
-        epochs=config.integer("train.epochs", 30), batch_size=config.integer("train.batch_size", 128),
-        seed=seed, sequence_steps=steps, sequence_step_size=step_size if steps else 0,
-        sequence_encoder=config.get("train.sequence_encoder", "gru"),
-        sequence_units=config.integer("train.sequence_units", 16))
-    tf.keras.utils.set_random_seed(seed)
+    spec = replace(spec_from_config(config, x.shape[1], sequence), seed=seed)
+    tf.keras.utils.set_random_seed(spec.seed)
     autoencoder, encoder = build_autoencoder(spec)
     autoencoder.compile(tf.keras.optimizers.Adam(spec.learning_rate), "mse")
     autoencoder.fit(x, x, batch_size=spec.batch_size, epochs=spec.epochs, verbose=0)
@@ -100,11 +98,11 @@ def main() -> None:
           f"{config.get('train.hidden', [])}, {args.seeds} seeds")
     print(f"{'groups':<24}{'K-Means on features':>20}{'AE + K-Means':>20}{'s/seed':>8}")
     for name, names in SETS.items():
-        x, steps = matrix(features, groups, shape, names)
+        x, sequence = matrix(features, groups, shape, names)
         raw = adjusted_rand_score(planted, KMeans(k, n_init=4, random_state=0).fit_predict(x))
         start, scores = time.time(), []
         for seed in range(args.seeds):
-            z = embed(x, config, steps, shape[1] if shape else 0, seed)
+            z = embed(x, config, sequence, seed)
             labels = KMeans(k, n_init=4, random_state=seed).fit_predict(z)
             scores.append(adjusted_rand_score(planted, labels))
         spread = statistics.pstdev(scores)

@@ -41,16 +41,14 @@ def test_dense_sequence_encoder_has_no_branch():
 
 
 def test_unknown_sequence_encoder_is_a_clear_error():
-    from types import SimpleNamespace
-
     from persona.config import Config
     from persona.errors import PersonaError
     from persona.stages.train import spec_from_config
 
-    ctx = SimpleNamespace(config=Config({"train": {"sequence_encoder": "lstm"}}))
+    config = Config({"train": {"sequence_encoder": "lstm"}})
     with pytest.raises(PersonaError, match="train.sequence_encoder must be one of gru, conv"):
-        spec_from_config(ctx, 10, (2, 3))
-    ctx.config.set("train.sequence_encoder", "conv")
-    spec = spec_from_config(ctx, 10, (2, 3))
+        spec_from_config(config, 10, (2, 3))
+    config.set("train.sequence_encoder", "conv")
+    spec = spec_from_config(config, 10, (2, 3))
     assert (spec.sequence_steps, spec.sequence_step_size, spec.sequence_encoder) == (2, 3, "conv")
 

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import mlflow
 from pyspark.sql import Row
 
+from persona.config import Config
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.model import SEQUENCE_ENCODERS, AutoencoderSpec
@@ -19,10 +20,9 @@ from persona.training import train_autoencoder
 HELP = "train the denoising autoencoder with Horovod, data through Petastorm"
 
 
-def spec_from_config(ctx: StageContext, input_dim: int,
+def spec_from_config(cfg: Config, input_dim: int,
                      sequence: tuple[int, int] | None = None) -> AutoencoderSpec:
     """``train.*`` checked; ``sequence`` is the (steps, step_size) at the end of the input."""
-    cfg = ctx.config
     encoder = cfg.get("train.sequence_encoder", "gru")
     if encoder not in SEQUENCE_ENCODERS:
         raise PersonaError(f"train.sequence_encoder must be one of {', '.join(SEQUENCE_ENCODERS)}"
@@ -66,7 +66,7 @@ def run(ctx: StageContext) -> None:
     if first is None:
         raise PersonaError(f"{FEATURES_TABLE} is empty: nothing to train on")
     sequence = sequence_shape(features)
-    spec = spec_from_config(ctx, len(first["features"]), sequence)
+    spec = spec_from_config(ctx.config, len(first["features"]), sequence)
     num_proc = ctx.config.integer("train.num_proc", 2, minimum=1)
     ctx.log.info("training on %d features, latent %d, %d epochs, %d Horovod ranks",
                  spec.input_dim, spec.latent_dim, spec.epochs, num_proc)
