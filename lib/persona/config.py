@@ -80,6 +80,13 @@ class Config:
             raise PersonaError(f"configuration key {key} must be a number, got {value!r}")
         return float(value)
 
+    def choice(self, key: str, choices, default: Any = _MISSING) -> str:
+        """A value that must be one of ``choices``."""
+        value = self.get(key, default)
+        if value not in choices:
+            raise PersonaError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
     def path_of(self, key: str, default: Any = _MISSING) -> str:
         """A path or URI from the configuration; local relative paths become absolute."""
         return resolve_path(str(self.get(key, default)))

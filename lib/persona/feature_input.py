@@ -36,10 +36,7 @@ def settings(config) -> dict:
     if not id_column:
         raise PersonaError("features.input.id_column is missing: name the column that "
                            "identifies each user")
-    scale = config.get("features.input.scale", "standard")
-    if scale not in SCALES:
-        raise PersonaError(f"features.input.scale must be one of {', '.join(SCALES)}, "
-                           f"got {scale!r}")
+    scale = config.choice("features.input.scale", SCALES, "standard")
     columns = config.get("features.input.columns", None)
     if columns is not None and (not isinstance(columns, list) or not columns):
         raise PersonaError("features.input.columns must be a non-empty list of column names")

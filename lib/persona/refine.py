@@ -24,11 +24,7 @@ SEGMENT_METHODS = ("kmeans", *METHODS)
 
 
 def segment_method(config) -> str:
-    method = config.get("segment.method", "kmeans")
-    if method not in SEGMENT_METHODS:
-        raise PersonaError(f"segment.method must be one of {', '.join(SEGMENT_METHODS)}, "
-                           f"got {method!r}")
-    return method
+    return config.choice("segment.method", SEGMENT_METHODS, "kmeans")
 
 
 def dec_spec(config, method: str) -> DecSpec:

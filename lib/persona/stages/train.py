@@ -23,10 +23,7 @@ HELP = "train the denoising autoencoder with Horovod, data through Petastorm"
 def spec_from_config(cfg: Config, input_dim: int,
                      sequence: tuple[int, int] | None = None) -> AutoencoderSpec:
     """``train.*`` checked; ``sequence`` is the (steps, step_size) at the end of the input."""
-    encoder = cfg.get("train.sequence_encoder", "gru")
-    if encoder not in SEQUENCE_ENCODERS:
-        raise PersonaError(f"train.sequence_encoder must be one of {', '.join(SEQUENCE_ENCODERS)}"
-                           f", got {encoder!r}")
+    encoder = cfg.choice("train.sequence_encoder", SEQUENCE_ENCODERS, "gru")
     steps, step_size = sequence or (0, 0)
     hidden = cfg.get("train.hidden", [])
     if not isinstance(hidden, list) or not all(isinstance(h, int) and h > 0 for h in hidden):
