@@ -201,13 +201,12 @@ def refine(spark: SparkSession, features: DataFrame, architecture: str, weights:
            cache_url: str) -> DecResult:
     """Refine the encoder and ``centers`` on the ``features`` column with ``num_proc`` ranks.
 
-    Rows get an id (to look up their target in P); the data are spread over ``num_proc``
-    partitions so that every rank's shard has rows.
+    Rows get an id, to look up their target in P.
     """
     if spec.method not in METHODS:
         raise ValueError(f"unknown method {spec.method!r}")
-    rows = (features.select(F.monotonically_increasing_id().alias("row"), "features")
-            .repartition(num_proc))
+    rows = features.select(F.monotonically_increasing_id().alias("row"), "features")
     input_dim = len(features.select("features").first()[0])
     return run_on_ranks(spark, rows, _refine_rank,
-                        (input_dim, architecture, weights, centers, spec), num_proc, cache_url)
+                        (input_dim, architecture, weights, centers, spec), num_proc, cache_url,
+                        spec.seed)

@@ -108,9 +108,6 @@ def train_classifier(spark: SparkSession, train: DataFrame, validation: tuple,
                      cache_url: str) -> ClassifierResult:
     """Train on ``train`` (x, y, weight) with ``num_proc`` Horovod ranks, stopping early on
     ``validation`` (see :func:`validation_arrays`).
-
-    The data is spread over ``num_proc`` files so that every rank has a shard to read.
     """
-    shards = train.select("x", "y", "weight").repartition(num_proc)
-    return run_on_ranks(spark, shards, _train_rank, (spec, name, validation), num_proc,
-                        cache_url)
+    return run_on_ranks(spark, train.select("x", "y", "weight"), _train_rank,
+                        (spec, name, validation), num_proc, cache_url, spec.seed)

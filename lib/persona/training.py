@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from persona.model import AutoencoderSpec, build_autoencoder
 
@@ -88,19 +89,32 @@ def _train_rank(converter, spec: AutoencoderSpec, rows: int):
                        encoder.get_weights(), time.time() - start)
 
 
+def shuffled(data: DataFrame, partitions: int, seed: int) -> DataFrame:
+    """The rows of ``data`` in a random order, spread evenly over ``partitions`` partitions.
+
+    Tables are often stored in an order that means something (by id, by signup date, by
+    class): read as they are, a rank's mini-batches would each hold similar rows, and the
+    shuffling buffer of a reader is far smaller than a file.
+    """
+    key = F.rand(seed).alias("_shuffle")
+    return (data.select("*", key).repartition(partitions, "_shuffle")
+            .sortWithinPartitions("_shuffle").drop("_shuffle"))
+
+
 def run_on_ranks(spark: SparkSession, data: DataFrame, rank_fn, args: tuple, num_proc: int,
-                 cache_url: str):
+                 cache_url: str, seed: int = 0):
     """Run ``rank_fn(converter, *args, rows)`` in ``num_proc`` Horovod ranks on Spark.
 
-    ``data`` is materialised once by Petastorm under ``cache_url`` (floats as float32);
-    each rank reads its own shard through ``converter``. Returns rank 0's result (the
-    other ranks return None).
+    ``data`` is shuffled (:func:`shuffled`, one partition per rank, so that every rank has a
+    shard) and materialised once by Petastorm under ``cache_url`` (floats as float32); each
+    rank reads its own shard through ``converter``. Returns rank 0's result (the other ranks
+    return None).
     """
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache_url)
-    converter = make_spark_converter(data, dtype="float32")
+    converter = make_spark_converter(shuffled(data, num_proc, seed), dtype="float32")
     try:
         results = horovod.spark.run(rank_fn, args=(converter, *args, len(converter)),
                                     num_proc=num_proc, use_gloo=True, verbose=0,
@@ -114,4 +128,4 @@ def train_autoencoder(spark: SparkSession, features: DataFrame, spec: Autoencode
                       num_proc: int, cache_url: str) -> TrainResult:
     """Train on the ``features`` column (array<float>) with ``num_proc`` Horovod ranks."""
     return run_on_ranks(spark, features.select("features"), _train_rank, (spec,), num_proc,
-                        cache_url)
+                        cache_url, spec.seed)
