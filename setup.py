@@ -23,6 +23,7 @@ setup(
         "pandas>=2,<2.3",
         "pyarrow>=10,<11",
         "scikit-learn>=1.3",
+        "umap-learn>=0.5.7,<0.6",
     ],
     extras_require={
         # Horovod is built against the installed TensorFlow; the Makefile installs both.

@@ -115,6 +115,22 @@ def test_select_k_finds_three_blobs_and_plots(spark, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_select_k_on_a_sample_assigns_every_point(spark):
+    """Fitted on 30 of the 60 points (scikit-learn), scored and assigned over all 60."""
+    rows = blobs(20, [(0, 0), (6, 0), (0, 6)])
+    vectors = with_vector(spark.createDataFrame(
+        rows, "user_id string, embedding array<float>, truth int")).persist()
+    sample = np.array([x for _, x, _ in rows[::2]])
+    chosen = select_k(vectors, [2, 3, 4], "silhouette", seed=1, max_iter=20, n_init=2,
+                      total=60, sample_size=100, sample=sample)
+    assert chosen.model.getK() == 3 and chosen.best_by["silhouette"] == 3
+    assigned = chosen.model.transform(vectors).select("truth", "segment").distinct().collect()
+    assert len(assigned) == 3  # each blob one segment, every point assigned
+    assert chosen.scores[3]["cost"] == pytest.approx(
+        sum(min(((np.array(x) - c) ** 2).sum() for c in chosen.model.clusterCenters())
+            for x in sample))
+
+
 # --- bring-your-own features --------------------------------------------------------------
 
 INPUT = [("id1", 1, 10.0, 0.5, "x", "cat"), ("id2", 2, None, 0.5, "y", "dog"),

@@ -1,11 +1,14 @@
-"""Spark MLlib K-Means as the engine uses it: best of several starts, and the choice of k."""
+"""K-Means as the engine uses it: Spark MLlib over every user (best of several starts) or
+scikit-learn on a sample with every user assigned in Spark, and the choice of k."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.sql import DataFrame
 
+from persona.transform.dec import nearest_center
 from persona.transform.metrics import CRITERIA, choose_k, internal_metrics
 
 
@@ -22,10 +25,59 @@ def fit_kmeans(vectors: DataFrame, k: int, seed: int, max_iter: int, n_init: int
 
 
 @dataclass
+class SampleKMeans:
+    """K-Means fitted by scikit-learn on a sample of points (greedy k-means++ starts), applied
+    to a DataFrame like an MLlib model: ``transform`` adds the index of the nearest centre.
+
+    Used where the points form tight, well-separated groups (a UMAP manifold): there, MLlib's
+    k-means|| start often merges two groups and splits another, and more starts rarely help.
+    """
+
+    centers: np.ndarray
+    cost: float  # sum of squared distances over the sample
+    features: str = "embedding"  # array column of the points
+    prediction: str = "segment"
+    hasSummary = False
+
+    def getK(self) -> int:
+        return len(self.centers)
+
+    def clusterCenters(self) -> list[np.ndarray]:
+        return list(self.centers)
+
+    def transform(self, df: DataFrame) -> DataFrame:
+        return df.withColumn(self.prediction, nearest_center(self.features,
+                                                             self.centers.tolist()))
+
+
+def fit_sample_kmeans(points: np.ndarray, k: int, seed: int, max_iter: int,
+                      n_init: int = 1) -> SampleKMeans:
+    """scikit-learn K-Means on ``points`` (a bounded sample, on the driver)."""
+    from sklearn.cluster import KMeans as SampleFit
+
+    fitted = SampleFit(k, n_init=n_init, max_iter=max_iter, random_state=seed).fit(points)
+    return SampleKMeans(fitted.cluster_centers_, float(fitted.inertia_))
+
+
+def training_cost(model) -> float:
+    """Sum of squared distances to the centres: over every point for an MLlib model, over
+    the sample for a :class:`SampleKMeans`."""
+    return float(model.summary.trainingCost if model.hasSummary else model.cost)
+
+
+def fit_segments_model(vectors: DataFrame, k: int, seed: int, max_iter: int, n_init: int,
+                       sample: np.ndarray | None = None):
+    """K-Means with ``k`` centres: on ``sample`` when given, else MLlib on ``vectors``."""
+    if sample is not None:
+        return fit_sample_kmeans(sample, k, seed, max_iter, n_init)
+    return fit_kmeans(vectors, k, seed, max_iter, n_init)
+
+
+@dataclass
 class KSelection:
     """The chosen model, and every criterion for every k tried."""
 
-    model: KMeansModel
+    model: KMeansModel | SampleKMeans
     criterion: str
     scores: dict[int, dict[str, float]]
     best_by: dict[str, int]
@@ -33,17 +85,19 @@ class KSelection:
 
 def select_k(vectors: DataFrame, candidates: list[int], criterion: str, seed: int,
              max_iter: int, n_init: int, total: int, sample_size: int,
-             column: str = "embedding", log=None) -> KSelection:
-    """Fit K-Means for each k and score it by every criterion; keep the best by ``criterion``.
+             column: str = "embedding", log=None, sample: np.ndarray | None = None
+             ) -> KSelection:
+    """Fit K-Means for each k (:func:`fit_segments_model`) and score it by every criterion
+    over every point; keep the best by ``criterion``.
 
     ``vectors`` has the array column ``column`` and its MLlib vector ``vector``.
     """
     models, scores = {}, {}
     for k in candidates:
-        model = fit_kmeans(vectors, k, seed, max_iter, n_init)
+        model = fit_segments_model(vectors, k, seed, max_iter, n_init, sample)
         scores[k] = internal_metrics(model.transform(vectors), column, "segment", total,
                                      sample_size, seed)
-        scores[k]["cost"] = float(model.summary.trainingCost)
+        scores[k]["cost"] = training_cost(model)
         models[k] = model
         if log:
             log("k=%d: silhouette %.4f, Davies-Bouldin %.4f, Calinski-Harabasz %.1f", k,

@@ -24,11 +24,13 @@ from persona.clustering import fit_kmeans
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.feature_input import LABELS_TABLE
+from persona.manifold import load_manifold
 from persona.registry import MODELS_TABLE, load_encoder
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE
 from persona.stages.segment import SEGMENTS_TABLE
 from persona.transform.embedding import encode
+from persona.transform.manifold import project
 from persona.transform.metrics import ari, contingency, external_metrics, internal_metrics
 
 HELP = "segment quality: internal/external metrics, K-Means baselines, stability"
@@ -73,7 +75,8 @@ def _truth(ctx: StageContext, feature_set: str) -> DataFrame | None:
 
 def _segment_space(ctx: StageContext, encoder: str, features: DataFrame) -> DataFrame:
     """(user_id, embedding) in the space the segments were assigned in: the embeddings of
-    encoder ``encoder``, or, for a refined (DEC/IDEC) encoder, the users encoded with it."""
+    encoder ``encoder``; for a refined (DEC/IDEC) encoder, the users encoded with it; for a
+    UMAP manifold, the space it reads mapped onto it."""
     if ctx.lake.exists(EMBEDDINGS_TABLE):
         embeddings = ctx.lake.read(EMBEDDINGS_TABLE)
         if embeddings.select("model_version").first()[0] == encoder:
@@ -84,6 +87,9 @@ def _segment_space(ctx: StageContext, encoder: str, features: DataFrame) -> Data
         raise PersonaError(f"{SEGMENTS_TABLE} was assigned with encoder {encoder}, which is "
                            f"neither in {EMBEDDINGS_TABLE} nor in {MODELS_TABLE}: run "
                            "`persona embed` and `persona segment` first")
+    if entry["kind"] == "umap":
+        inner = _segment_space(ctx, entry["input_model_version"], features)
+        return project(inner, load_manifold(entry["model_uri"]))
     architecture, weights = load_encoder(entry["model_uri"])
     return encode(features.select("user_id", "features"), architecture, weights).select(
         "user_id", "embedding")
@@ -149,7 +155,7 @@ def run(ctx: StageContext) -> None:
         raise PersonaError(f"evaluate.baselines must be true or false, got {baselines!r}")
     seed = cfg.integer("segment.seed", 7)
     fit = {"seed": seed, "max_iter": cfg.integer("segment.max_iter", 50, minimum=1),
-           "n_init": cfg.integer("segment.n_init", 1, minimum=1)}
+           "n_init": cfg.integer("segment.n_init", 5, minimum=1)}
 
     segments = ctx.lake.read(SEGMENTS_TABLE)
     features = ctx.lake.read(FEATURES_TABLE)

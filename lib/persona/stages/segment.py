@@ -7,16 +7,18 @@ import os
 import tempfile
 
 import mlflow
+import numpy as np
 from pyspark import StorageLevel
-from pyspark.ml.clustering import KMeansModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, MapType,
                                StringType, StructField, StructType)
 
-from persona.clustering import fit_kmeans, plot_k_selection, select_k
+from persona.clustering import (fit_segments_model, plot_k_selection, select_k,
+                                training_cost)
 from persona.context import StageContext
 from persona.errors import PersonaError
+from persona.manifold import manifold_method, map_to_manifold
 from persona.refine import refine_segments, segment_method
 from persona.registry import load_kmeans, register_segments
 from persona.stages.embed import EMBEDDINGS_TABLE
@@ -29,8 +31,8 @@ from persona.transform.metrics import CRITERIA
 from persona.transform.segments import (centroid_distance, describe, feature_stats,
                                         with_vector)
 
-HELP = ("K-Means on the embeddings (segment.method: dec|idec refines it) → "
-        "gold/user_segments and gold/segment_profiles")
+HELP = ("K-Means on the embeddings (segment.manifold: umap maps them onto a manifold first; "
+        "segment.method: dec|idec refines them) → gold/user_segments and gold/segment_profiles")
 SEGMENTS_TABLE = "gold/user_segments"
 PROFILES_TABLE = "gold/segment_profiles"
 
@@ -67,28 +69,27 @@ def _k_range(ctx: StageContext) -> list[int]:
 
 
 def _k_criterion(ctx: StageContext) -> str:
-    criterion = ctx.config.get("segment.k_criterion", "silhouette")
-    if criterion not in CRITERIA:
-        raise PersonaError(f"segment.k_criterion must be one of {', '.join(CRITERIA)}, "
-                           f"got {criterion!r}")
-    return criterion
+    return ctx.config.choice("segment.k_criterion", list(CRITERIA), "silhouette")
 
 
-def fit_segments(ctx: StageContext, vectors: DataFrame, users: int) -> KMeansModel:
+def fit_segments(ctx: StageContext, vectors: DataFrame, users: int,
+                 sample: np.ndarray | None = None):
     """K-Means with ``segment.k`` (best of ``segment.n_init`` starts), or the best k over
-    ``segment.k_range`` by ``segment.k_criterion``, with every criterion's curve plotted."""
+    ``segment.k_range`` by ``segment.k_criterion``, with every criterion's curve plotted.
+
+    Fitted on ``sample`` when given (the manifold's own sample), else on every user."""
     seed = ctx.config.integer("segment.seed", 7)
     max_iter = ctx.config.integer("segment.max_iter", 50, minimum=1)
-    n_init = ctx.config.integer("segment.n_init", 1, minimum=1)
+    n_init = ctx.config.integer("segment.n_init", 5, minimum=1)
     candidates = [k for k in _k_range(ctx) if k < users]
     if not candidates:
         raise PersonaError(f"segment.k must be smaller than the number of users ({users})")
     if len(candidates) == 1:
-        return fit_kmeans(vectors, candidates[0], seed, max_iter, n_init)
+        return fit_segments_model(vectors, candidates[0], seed, max_iter, n_init, sample)
     criterion = _k_criterion(ctx)
     sample_size = ctx.config.integer("segment.silhouette_sample", 20000, minimum=100)
     chosen = select_k(vectors, candidates, criterion, seed, max_iter, n_init, users,
-                      sample_size, log=ctx.log.info)
+                      sample_size, log=ctx.log.info, sample=sample)
     for k, scores in chosen.scores.items():
         mlflow.log_metrics({f"k_selection.{name}": value for name, value in scores.items()},
                            step=k)
@@ -139,11 +140,12 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
     return ctx.spark.createDataFrame(out, PROFILE_SCHEMA)
 
 
-def _segment_model(ctx: StageContext, vectors: DataFrame, users: int) -> KMeansModel:
+def _segment_model(ctx: StageContext, vectors: DataFrame, users: int,
+                   sample: np.ndarray | None):
     """The registered K-Means model of ``segment.model_uri`` (no fitting), else a new fit."""
     uri = ctx.config.get("segment.model_uri", None)
     if not uri:
-        return fit_segments(ctx, vectors, users)
+        return fit_segments(ctx, vectors, users, sample)
     model = load_kmeans(uri)
     dims = vectors.select(F.size("embedding")).first()[0]
     centre_dims = len(model.clusterCenters()[0])
@@ -154,27 +156,42 @@ def _segment_model(ctx: StageContext, vectors: DataFrame, users: int) -> KMeansM
     return model
 
 
+def _check_methods(ctx: StageContext, method: str, manifold: str) -> None:
+    """Refinement and the manifold fit a new space: neither goes with a registered model,
+    and they do not go together."""
+    if ctx.config.get("segment.model_uri", None) and (method != "kmeans" or manifold != "none"):
+        option = (f"segment.method={method}" if method != "kmeans"
+                  else f"segment.manifold={manifold}")
+        raise PersonaError(f"{option} fits new segments: it cannot be used with "
+                           "segment.model_uri")
+    if method != "kmeans" and manifold != "none":
+        raise PersonaError(f"segment.manifold={manifold} clusters with K-Means on the manifold: "
+                           f"it cannot be combined with segment.method={method}")
+
+
 def run(ctx: StageContext) -> None:
     method = segment_method(ctx.config)
-    if method != "kmeans" and ctx.config.get("segment.model_uri", None):
-        raise PersonaError(f"segment.method={method} fits new segments: it cannot be used "
-                           "with segment.model_uri")
+    manifold = manifold_method(ctx.config)
+    _check_methods(ctx, method, manifold)
     embeddings = ctx.lake.read(EMBEDDINGS_TABLE)
-    vectors = with_vector(embeddings).persist(StorageLevel.MEMORY_AND_DISK)
-    space = None
+    users = embeddings.count()
+    if users < 2:
+        raise PersonaError(f"{EMBEDDINGS_TABLE} has {users} user(s): nothing to segment")
+    encoder = embeddings.select("model_version").first()[0]
+    space, sample = embeddings.select("user_id", "embedding"), None
+    if manifold == "umap":
+        space, encoder, sample = map_to_manifold(ctx, embeddings, users)
+    vectors = with_vector(space).persist(StorageLevel.MEMORY_AND_DISK)
+    refined = None
     try:
-        users = vectors.count()
-        if users < 2:
-            raise PersonaError(f"{EMBEDDINGS_TABLE} has {users} user(s): nothing to segment")
-        model = _segment_model(ctx, vectors, users)
+        model = _segment_model(ctx, vectors, users, sample)
         centers = [c.tolist() for c in model.clusterCenters()]
-        encoder = embeddings.select("model_version").first()[0]
         labelled = model.transform(vectors)
         if method != "kmeans":
-            space, centers, encoder = refine_segments(
+            refined, centers, encoder = refine_segments(
                 ctx, method, centers, encoder, ctx.lake.read(FEATURES_TABLE),
                 petastorm_cache_url(ctx))
-            labelled = space.withColumn("segment", nearest_center("embedding", centers))
+            labelled = refined.withColumn("segment", nearest_center("embedding", centers))
         version = hashlib.sha1(json.dumps([encoder, centers]).encode()).hexdigest()[:12]
         assigned = labelled.select(
             "user_id",
@@ -189,8 +206,8 @@ def run(ctx: StageContext) -> None:
             changed="t.segment <> s.segment OR t.model_version <> s.model_version")
     finally:
         vectors.unpersist()
-        if space is not None:
-            space.unpersist()
+        if refined is not None:
+            refined.unpersist()
     segments = ctx.lake.read(SEGMENTS_TABLE)
     profiles = _profiles(ctx, segments, version)
     ctx.lake.overwrite(profiles, PROFILES_TABLE)
@@ -198,13 +215,13 @@ def run(ctx: StageContext) -> None:
     k = model.getK()
     ctx.metric("k", k)
     ctx.metric("users", users)
-    if model.hasSummary:
-        ctx.metric("training_cost", float(model.summary.trainingCost))
+    if model.hasSummary or sample is not None:
+        ctx.metric("training_cost", training_cost(model))
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)
     mlflow.set_tag("segment_model_version", version)
     mlflow.log_dict({"k": k, "centers": centers, "encoder_version": encoder}, "kmeans.json")
-    if method == "kmeans":
+    if method == "kmeans" and manifold == "none":
         in_use = register_segments(ctx.config, model, ctx.config.get("segment.model_uri", None))
         ctx.log.info("registry alias now on the K-Means model in use: %s", in_use)
     ctx.log.info("%d users in %d segments (%s); merge: %s", users, k, version,
