@@ -37,7 +37,6 @@ class SampleKMeans:
     cost: float  # sum of squared distances over the sample
     features: str = "embedding"  # array column of the points
     prediction: str = "segment"
-    hasSummary = False
 
     def getK(self) -> int:
         return len(self.centers)
@@ -59,10 +58,20 @@ def fit_sample_kmeans(points: np.ndarray, k: int, seed: int, max_iter: int,
     return SampleKMeans(fitted.cluster_centers_, float(fitted.inertia_))
 
 
-def training_cost(model) -> float:
-    """Sum of squared distances to the centres: over every point for an MLlib model, over
-    the sample for a :class:`SampleKMeans`."""
-    return float(model.summary.trainingCost if model.hasSummary else model.cost)
+def training_cost(model) -> float | None:
+    """Sum of squared distances to the centres: over every point for an MLlib model it
+    fitted, over the sample for a :class:`SampleKMeans`; None for a loaded MLlib model."""
+    if isinstance(model, SampleKMeans):
+        return model.cost
+    return float(model.summary.trainingCost) if model.hasSummary else None
+
+
+def fit_settings(config) -> dict:
+    """``segment.seed``, ``segment.max_iter`` and ``segment.n_init``, checked: the K-Means
+    settings shared by the segments and the baselines they are compared with."""
+    return {"seed": config.integer("segment.seed", 7),
+            "max_iter": config.integer("segment.max_iter", 50, minimum=1),
+            "n_init": config.integer("segment.n_init", 5, minimum=1)}
 
 
 def fit_segments_model(vectors: DataFrame, k: int, seed: int, max_iter: int, n_init: int,

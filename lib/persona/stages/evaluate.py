@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from pyspark.sql.utils import AnalysisException
 
-from persona.clustering import fit_kmeans
+from persona.clustering import fit_kmeans, fit_settings
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.feature_input import LABELS_TABLE
@@ -153,9 +153,7 @@ def run(ctx: StageContext) -> None:
     baselines = cfg.get("evaluate.baselines", True)
     if not isinstance(baselines, bool):
         raise PersonaError(f"evaluate.baselines must be true or false, got {baselines!r}")
-    seed = cfg.integer("segment.seed", 7)
-    fit = {"seed": seed, "max_iter": cfg.integer("segment.max_iter", 50, minimum=1),
-           "n_init": cfg.integer("segment.n_init", 5, minimum=1)}
+    fit = fit_settings(cfg)
 
     segments = ctx.lake.read(SEGMENTS_TABLE)
     features = ctx.lake.read(FEATURES_TABLE)

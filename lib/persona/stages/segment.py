@@ -14,8 +14,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, MapType,
                                StringType, StructField, StructType)
 
-from persona.clustering import (fit_segments_model, plot_k_selection, select_k,
-                                training_cost)
+from persona.clustering import (fit_segments_model, fit_settings, plot_k_selection,
+                                select_k, training_cost)
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.manifold import manifold_method, map_to_manifold
@@ -78,18 +78,16 @@ def fit_segments(ctx: StageContext, vectors: DataFrame, users: int,
     ``segment.k_range`` by ``segment.k_criterion``, with every criterion's curve plotted.
 
     Fitted on ``sample`` when given (the manifold's own sample), else on every user."""
-    seed = ctx.config.integer("segment.seed", 7)
-    max_iter = ctx.config.integer("segment.max_iter", 50, minimum=1)
-    n_init = ctx.config.integer("segment.n_init", 5, minimum=1)
+    fit = fit_settings(ctx.config)
     candidates = [k for k in _k_range(ctx) if k < users]
     if not candidates:
         raise PersonaError(f"segment.k must be smaller than the number of users ({users})")
     if len(candidates) == 1:
-        return fit_segments_model(vectors, candidates[0], seed, max_iter, n_init, sample)
+        return fit_segments_model(vectors, candidates[0], sample=sample, **fit)
     criterion = _k_criterion(ctx)
     sample_size = ctx.config.integer("segment.silhouette_sample", 20000, minimum=100)
-    chosen = select_k(vectors, candidates, criterion, seed, max_iter, n_init, users,
-                      sample_size, log=ctx.log.info, sample=sample)
+    chosen = select_k(vectors, candidates, criterion, total=users, sample_size=sample_size,
+                      log=ctx.log.info, sample=sample, **fit)
     for k, scores in chosen.scores.items():
         mlflow.log_metrics({f"k_selection.{name}": value for name, value in scores.items()},
                            step=k)
@@ -215,8 +213,9 @@ def run(ctx: StageContext) -> None:
     k = model.getK()
     ctx.metric("k", k)
     ctx.metric("users", users)
-    if model.hasSummary or sample is not None:
-        ctx.metric("training_cost", training_cost(model))
+    cost = training_cost(model)
+    if cost is not None:
+        ctx.metric("training_cost", cost)
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)
     mlflow.set_tag("segment_model_version", version)
