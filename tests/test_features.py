@@ -48,6 +48,15 @@ def test_event_mix_and_categories(events):
     assert cats["u1"]["cat_a"] == pytest.approx(2 / 3) and cats["u2"]["cat_b"] == 1.0
 
 
+def test_channel_mix_shares_events_with_a_channel(spark):
+    rows = [("u1", "web"), ("u1", "web"), ("u1", "app"), ("u1", None), ("u2", "store")]
+    events = spark.createDataFrame(rows, "user_id string, channel string")
+    mix = by_user(fx.channel_mix(events, ["web", "app"]))
+    assert mix["u1"]["channel_web"] == pytest.approx(2 / 3)  # the unknown one is left out
+    assert mix["u1"]["channel_app"] == pytest.approx(1 / 3)
+    assert (mix["u2"]["channel_web"], mix["u2"]["channel_app"]) == (0.0, 0.0)  # not a top level
+
+
 def test_time_profile(events):
     t = by_user(fx.time_profile(events))
     assert t["u1"]["time_morning"] == pytest.approx(2 / 3)

@@ -38,8 +38,8 @@ def _as_of(ctx: StageContext, events):
     return latest
 
 
-GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "time", "profile",
-          "content", "text", "sequence")
+GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "channel", "time",
+          "profile", "content", "text", "sequence")
 # Keys of the ``features`` column's metadata: the sequence at its end, and the named
 # columns of each group, in the order their scaled values start the vector.
 SEQUENCE_METADATA = "sequence"
@@ -56,8 +56,8 @@ def _enabled_groups(ctx: StageContext) -> list[str]:
 
 
 def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
-    """The most frequent event types (for event_mix and sequence) and categories (for
-    category and sequence), for the enabled groups that encode them."""
+    """The most frequent event types (for event_mix and sequence), categories (for
+    category and sequence) and channels, for the enabled groups that encode them."""
     cfg = ctx.config
     enabled = set(_enabled_groups(ctx))
     levels = {}
@@ -67,6 +67,9 @@ def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
     if enabled & {"category", "sequence"}:
         levels["category"] = fx.top_values(events, "category",
                                            cfg.integer("features.top_categories", 12))
+    if "channel" in enabled:
+        levels["channel"] = fx.top_values(events, "channel",
+                                          cfg.integer("features.max_channels", 12, minimum=1))
     return levels
 
 
@@ -94,6 +97,11 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None) -
             out["category"] = fx.category_affinity(events, levels["category"])
         else:
             ctx.log.info("category group skipped: events have no category values")
+    if "channel" in enabled:
+        if levels["channel"]:
+            out["channel"] = fx.channel_mix(events, levels["channel"])
+        else:
+            ctx.log.info("channel group skipped: events have no channel values")
     if "time" in enabled:
         out["time"] = fx.time_profile(events)
 

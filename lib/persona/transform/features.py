@@ -80,13 +80,21 @@ def event_mix(events: DataFrame, event_types: list[str]) -> DataFrame:
         for t in event_types])
 
 
+def _level_shares(events: DataFrame, column: str, levels: list[str], prefix: str) -> DataFrame:
+    """Share of each user's events with a ``column`` value that have each of ``levels``."""
+    total = F.count(F.lit(1))
+    return events.where(F.col(column).isNotNull()).groupBy("user_id").agg(*[
+        _share(F.col(column) == v, total).alias(f"{prefix}_{level_name(v)}") for v in levels])
+
+
 def category_affinity(events: DataFrame, categories: list[str]) -> DataFrame:
     """Share of each user's categorised events in each of the top categories."""
-    with_category = events.where(F.col("category").isNotNull())
-    total = F.count(F.lit(1))
-    return with_category.groupBy("user_id").agg(*[
-        _share(F.col("category") == c, total).alias(f"cat_{level_name(c)}")
-        for c in categories])
+    return _level_shares(events, "category", categories, "cat")
+
+
+def channel_mix(events: DataFrame, channels: list[str]) -> DataFrame:
+    """Share of each user's events (with a channel) on each of the top channels."""
+    return _level_shares(events, "channel", channels, "channel")
 
 
 def time_profile(events: DataFrame) -> DataFrame:
