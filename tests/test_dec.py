@@ -51,7 +51,7 @@ def test_nearest_center(spark):
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("method", "spectral", "segment.method must be one of kmeans, dec, idec"),
+    ("method", "spectral", "segment.method must be one of kmeans, gmm, dec, idec"),
     ("dec.optimizer", "rmsprop", "segment.dec.optimizer must be adam or sgd"),
     ("dec.alpha", 0, "segment.dec.alpha must be > 0"),
     ("dec.tol", 1.5, "segment.dec.tol in"),

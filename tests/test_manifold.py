@@ -41,7 +41,7 @@ def test_configuration_errors(key, value, message):
 
 
 @pytest.mark.parametrize("extra, message", [
-    ({"method": "idec"}, "cannot be combined with segment.method=idec"),
+    ({"method": "idec"}, "segment.method=idec .* cannot be combined with segment.manifold=umap"),
     ({"model_uri": "models:/persona-kmeans/1"}, "cannot be used with segment.model_uri"),
 ])
 def test_manifold_does_not_go_with(tmp_path, extra, message):

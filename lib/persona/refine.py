@@ -20,10 +20,12 @@ from persona.registry import (ENCODER_ARTIFACT, MODELS_TABLE, current_encoder, l
                               save_encoder)
 from persona.transform.embedding import encode
 
-SEGMENT_METHODS = ("kmeans", *METHODS)
+SEGMENT_METHODS = ("kmeans", "gmm", *METHODS)
 
 
 def segment_method(config) -> str:
+    """``segment.method``: kmeans (default), gmm (a Gaussian mixture), or dec / idec (K-Means
+    refined with the encoder)."""
     return config.choice("segment.method", SEGMENT_METHODS, "kmeans")
 
 

@@ -4,14 +4,17 @@ For every segmentation (the engine's, K-Means on the scaled features, and PCA to
 size + K-Means): internal metrics in the scaled feature space and in the space it was
 clustered in; ACC, NMI and ARI against labels when there are any (``evaluate.truth.*``, or
 the label column of ``features.input``); and stability, the ARI between the segmentation
-and K-Means re-fitted on bootstrap samples with other seeds. Everything goes to MLflow and
-to gold/segment_quality (one row per method, space and metric).
+and the same method re-fitted on bootstrap samples with other seeds (the engine's by its
+configured ``segment.method``). Everything goes to MLflow and to gold/segment_quality (one
+row per method, space and metric).
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import mlflow
+import numpy as np
 from pyspark import StorageLevel
 from pyspark.ml.feature import PCA
 from pyspark.ml.functions import array_to_vector, vector_to_array
@@ -20,11 +23,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from pyspark.sql.utils import AnalysisException
 
-from persona.clustering import fit_kmeans, fit_settings
+from persona.clustering import (fit_kmeans, fit_sample_kmeans, fit_sample_mixture,
+                                fit_settings, mixture_spec)
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.feature_input import LABELS_TABLE
-from persona.manifold import load_manifold
+from persona.manifold import load_manifold, manifold_method, sample_points, umap_spec
+from persona.refine import segment_method
 from persona.registry import MODELS_TABLE, load_encoder
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE
@@ -115,17 +120,46 @@ def _baselines(ctx: StageContext, data: DataFrame, k: int, latent: int, dims: in
     return data, seconds
 
 
+Refit = Callable[[np.ndarray, int], object]  # (points, seed) → a model with transform
+
+
+def _sample_refit(config, fit: dict, k: int) -> tuple[Refit, int] | None:
+    """How segment fits the engine's segments on a bounded sample of users (a Gaussian
+    mixture, or K-Means on the UMAP manifold), with that sample's size; None when it fits
+    K-Means with MLlib on every user."""
+    if segment_method(config) == "gmm":
+        spec = mixture_spec(config)
+        sample = umap_spec(config).sample if manifold_method(config) == "umap" else spec.sample
+        return (lambda points, seed: fit_sample_mixture(points, k, seed, fit["n_init"], spec),
+                sample)
+    if manifold_method(config) == "umap" and segment_method(config) == "kmeans":
+        return (lambda points, seed: fit_sample_kmeans(points, k, seed, fit["max_iter"],
+                                                       fit["n_init"]),
+                umap_spec(config).sample)
+    return None
+
+
 def _stability(data: DataFrame, method: str, vector: str, k: int, runs: int, seed: int,
-               max_iter: int) -> list[float]:
-    """ARI between ``method`` and K-Means fitted on each of ``runs`` bootstrap samples
-    (drawn with replacement, another seed each) and applied to every user."""
+               max_iter: int, refit: tuple[Refit, int] | None = None) -> list[float]:
+    """ARI between ``method`` and the same method re-fitted on each of ``runs`` bootstrap
+    samples (drawn with replacement, another seed each) and applied to every user: MLlib
+    K-Means on the column ``vector``, or ``refit`` on a bootstrap of a bounded sample of
+    the array column ``embedding``."""
     scores = []
     for i in range(1, runs + 1):
-        sample = data.select(vector).sample(withReplacement=True, fraction=1.0, seed=seed + i)
-        model = fit_kmeans(sample, k, seed + 1000 * i, max_iter, features=vector,
-                           prediction="_refit")
-        refit = model.transform(data.select(method, vector))
-        scores.append(ari(contingency(refit, method, "_refit")))
+        if refit is None:
+            sample = data.select(vector).sample(withReplacement=True, fraction=1.0,
+                                                seed=seed + i)
+            model = fit_kmeans(sample, k, seed + 1000 * i, max_iter, features=vector,
+                               prediction="_refit")
+        else:
+            fit, size = refit
+            points = sample_points(data.select("user_id", "embedding"), size, seed + i)
+            draw = np.random.default_rng(seed + i).integers(0, len(points), len(points))
+            model = fit(points[draw], seed + 1000 * i)
+            model.features, model.prediction = "embedding", "_refit"
+        refitted = model.transform(data.select(method, vector, "embedding"))
+        scores.append(ari(contingency(refitted, method, "_refit")))
     return scores
 
 
@@ -225,7 +259,9 @@ def _measure(ctx: StageContext, data: DataFrame, spaces: dict, labelled: bool, u
             rows.append((method, "labels", "labelled_users", float(table.sum())))
         if runs:
             vector = next(v for _, v in method_spaces.values() if v)
-            scores = _stability(data, method, vector, k, runs, fit["seed"], fit["max_iter"])
+            refit = _sample_refit(ctx.config, fit, k) if method == ENGINE else None
+            scores = _stability(data, method, vector, k, runs, fit["seed"], fit["max_iter"],
+                                refit)
             rows += [(method, "stability", "ari_mean", sum(scores) / len(scores)),
                      (method, "stability", "ari_min", min(scores))]
         ctx.log.info("%s measured", method)

@@ -14,11 +14,13 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, MapType,
                                StringType, StructField, StructType)
 
-from persona.clustering import (fit_segments_model, fit_settings, plot_k_selection,
-                                select_k, training_cost)
+from persona.clustering import (MixtureSpec, SampleMixture, fit_segments_model,
+                                fit_settings, mixture_spec, plot_k_selection, select_k,
+                                training_cost)
 from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.manifold import manifold_method, map_to_manifold
+from persona.dec import METHODS as REFINEMENTS
+from persona.manifold import manifold_method, map_to_manifold, sample_points
 from persona.refine import refine_segments, segment_method
 from persona.registry import load_kmeans, register_segments
 from persona.stages.embed import EMBEDDINGS_TABLE
@@ -31,8 +33,9 @@ from persona.transform.metrics import CRITERIA
 from persona.transform.segments import (centroid_distance, describe, feature_stats,
                                         with_vector)
 
-HELP = ("K-Means on the embeddings (segment.manifold: umap maps them onto a manifold first; "
-        "segment.method: dec|idec refines them) → gold/user_segments and gold/segment_profiles")
+HELP = ("K-Means (or segment.method: gmm, a Gaussian mixture) on the embeddings "
+        "(segment.manifold: umap maps them onto a manifold first; segment.method: dec|idec "
+        "refines them) → gold/user_segments and gold/segment_profiles")
 SEGMENTS_TABLE = "gold/user_segments"
 PROFILES_TABLE = "gold/segment_profiles"
 
@@ -73,21 +76,23 @@ def _k_criterion(ctx: StageContext) -> str:
 
 
 def fit_segments(ctx: StageContext, vectors: DataFrame, users: int,
-                 sample: np.ndarray | None = None):
+                 sample: np.ndarray | None = None, mixture: MixtureSpec | None = None):
     """K-Means with ``segment.k`` (best of ``segment.n_init`` starts), or the best k over
-    ``segment.k_range`` by ``segment.k_criterion``, with every criterion's curve plotted.
+    ``segment.k_range`` by ``segment.k_criterion``, with every criterion's curve plotted;
+    the Gaussian mixture ``mixture`` instead of K-Means when given.
 
-    Fitted on ``sample`` when given (the manifold's own sample), else on every user."""
+    Fitted on ``sample`` when given (a bounded sample of users), else on every user."""
     fit = fit_settings(ctx.config)
     candidates = [k for k in _k_range(ctx) if k < users]
     if not candidates:
         raise PersonaError(f"segment.k must be smaller than the number of users ({users})")
     if len(candidates) == 1:
-        return fit_segments_model(vectors, candidates[0], sample=sample, **fit)
+        return fit_segments_model(vectors, candidates[0], sample=sample, mixture=mixture,
+                                  **fit)
     criterion = _k_criterion(ctx)
     sample_size = ctx.config.integer("segment.silhouette_sample", 20000, minimum=100)
     chosen = select_k(vectors, candidates, criterion, total=users, sample_size=sample_size,
-                      log=ctx.log.info, sample=sample, **fit)
+                      log=ctx.log.info, sample=sample, mixture=mixture, **fit)
     for k, scores in chosen.scores.items():
         mlflow.log_metrics({f"k_selection.{name}": value for name, value in scores.items()},
                            step=k)
@@ -139,11 +144,11 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
 
 
 def _segment_model(ctx: StageContext, vectors: DataFrame, users: int,
-                   sample: np.ndarray | None):
+                   sample: np.ndarray | None, mixture: MixtureSpec | None):
     """The registered K-Means model of ``segment.model_uri`` (no fitting), else a new fit."""
     uri = ctx.config.get("segment.model_uri", None)
     if not uri:
-        return fit_segments(ctx, vectors, users, sample)
+        return fit_segments(ctx, vectors, users, sample, mixture)
     model = load_kmeans(uri)
     dims = vectors.select(F.size("embedding")).first()[0]
     centre_dims = len(model.clusterCenters()[0])
@@ -155,16 +160,16 @@ def _segment_model(ctx: StageContext, vectors: DataFrame, users: int,
 
 
 def _check_methods(ctx: StageContext, method: str, manifold: str) -> None:
-    """Refinement and the manifold fit a new space: neither goes with a registered model,
-    and they do not go together."""
+    """A mixture, refinement and the manifold fit new segments: none goes with a registered
+    K-Means model; refinement and the manifold do not go together."""
     if ctx.config.get("segment.model_uri", None) and (method != "kmeans" or manifold != "none"):
         option = (f"segment.method={method}" if method != "kmeans"
                   else f"segment.manifold={manifold}")
         raise PersonaError(f"{option} fits new segments: it cannot be used with "
                            "segment.model_uri")
-    if method != "kmeans" and manifold != "none":
-        raise PersonaError(f"segment.manifold={manifold} clusters with K-Means on the manifold: "
-                           f"it cannot be combined with segment.method={method}")
+    if method in REFINEMENTS and manifold != "none":
+        raise PersonaError(f"segment.method={method} refines the encoder's own space: it cannot "
+                           f"be combined with segment.manifold={manifold}")
 
 
 def run(ctx: StageContext) -> None:
@@ -179,13 +184,19 @@ def run(ctx: StageContext) -> None:
     space, sample = embeddings.select("user_id", "embedding"), None
     if manifold == "umap":
         space, encoder, sample = map_to_manifold(ctx, embeddings, users)
+    mixture = mixture_spec(ctx.config) if method == "gmm" else None
+    if mixture is not None and sample is None:
+        sample = sample_points(space, mixture.sample, ctx.config.integer("segment.seed", 7))
+        ctx.log.info("Gaussian mixture (%s covariance) fitted on %d of %d users",
+                     mixture.covariance, len(sample), users)
+        ctx.metric("gmm_sample", len(sample))
     vectors = with_vector(space).persist(StorageLevel.MEMORY_AND_DISK)
     refined = None
     try:
-        model = _segment_model(ctx, vectors, users, sample)
+        model = _segment_model(ctx, vectors, users, sample, mixture)
         centers = [c.tolist() for c in model.clusterCenters()]
         labelled = model.transform(vectors)
-        if method != "kmeans":
+        if method in REFINEMENTS:
             refined, centers, encoder = refine_segments(
                 ctx, method, centers, encoder, ctx.lake.read(FEATURES_TABLE),
                 petastorm_cache_url(ctx))
@@ -216,6 +227,11 @@ def run(ctx: StageContext) -> None:
     cost = training_cost(model)
     if cost is not None:
         ctx.metric("training_cost", cost)
+    if isinstance(model, SampleMixture):
+        ctx.metric("log_likelihood", model.log_likelihood)
+        mlflow.log_dict({"covariance": mixture.covariance, "means": centers,
+                         "weights": np.exp(model.log_weights).tolist(),
+                         "precision_factors": model.precision_factors.tolist()}, "gmm.json")
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)
     mlflow.set_tag("segment_model_version", version)
