@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from persona.clustering import plot_k_selection, select_k
+from persona.clustering import MixtureSpec, SampleMixture, plot_k_selection, select_k
 from persona.context import run_stage
 from persona.errors import PersonaError
 from persona.feature_input import settings
@@ -129,6 +129,21 @@ def test_select_k_on_a_sample_assigns_every_point(spark):
     assert chosen.scores[3]["cost"] == pytest.approx(
         sum(min(((np.array(x) - c) ** 2).sum() for c in chosen.model.clusterCenters())
             for x in sample))
+
+
+
+def test_select_k_with_a_mixture(spark):
+    """The Gaussian mixture fitted for each k on the points, scored and assigned in Spark."""
+    rows = blobs(20, [(0, 0), (6, 0), (0, 6)])
+    vectors = with_vector(spark.createDataFrame(
+        rows, "user_id string, embedding array<float>, truth int")).persist()
+    sample = np.array([x for _, x, _ in rows])
+    chosen = select_k(vectors, [2, 3, 4], "silhouette", seed=1, max_iter=20, n_init=2,
+                      total=60, sample_size=100, sample=sample, mixture=MixtureSpec())
+    assert isinstance(chosen.model, SampleMixture) and chosen.best_by["silhouette"] == 3
+    assert "cost" not in chosen.scores[3]  # a mixture is fitted by likelihood, not cost
+    assigned = chosen.model.transform(vectors).groupBy("truth", "segment").count().collect()
+    assert sorted(r["count"] for r in assigned) == [20, 20, 20]  # each blob one segment
 
 
 # --- bring-your-own features --------------------------------------------------------------
