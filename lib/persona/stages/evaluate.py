@@ -11,7 +11,6 @@ row per method, space and metric).
 from __future__ import annotations
 
 import time
-from typing import Callable
 
 import mlflow
 import numpy as np
@@ -23,8 +22,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from pyspark.sql.utils import AnalysisException
 
-from persona.clustering import (fit_kmeans, fit_sample_kmeans, fit_sample_mixture,
-                                fit_settings, mixture_spec)
+from persona.clustering import (MixtureSpec, fit_kmeans, fit_segments_model, fit_settings,
+                                mixture_spec)
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.feature_input import LABELS_TABLE
@@ -120,43 +119,37 @@ def _baselines(ctx: StageContext, data: DataFrame, k: int, latent: int, dims: in
     return data, seconds
 
 
-Refit = Callable[[np.ndarray, int], object]  # (points, seed) → a model with transform
+def _sample_fit(config) -> tuple[MixtureSpec | None, int] | None:
+    """How segment fits the engine's segments when it fits them on a bounded sample of
+    users: the mixture (None: K-Means, on the UMAP manifold) and the sample's size; None
+    when it fits K-Means with MLlib on every user."""
+    on_manifold = manifold_method(config) == "umap"
+    mixture = mixture_spec(config) if segment_method(config) == "gmm" else None
+    if mixture is None and not on_manifold:
+        return None
+    return mixture, umap_spec(config).sample if on_manifold else mixture.sample
 
 
-def _sample_refit(config, fit: dict, k: int) -> tuple[Refit, int] | None:
-    """How segment fits the engine's segments on a bounded sample of users (a Gaussian
-    mixture, or K-Means on the UMAP manifold), with that sample's size; None when it fits
-    K-Means with MLlib on every user."""
-    if segment_method(config) == "gmm":
-        spec = mixture_spec(config)
-        sample = umap_spec(config).sample if manifold_method(config) == "umap" else spec.sample
-        return (lambda points, seed: fit_sample_mixture(points, k, seed, fit["n_init"], spec),
-                sample)
-    if manifold_method(config) == "umap" and segment_method(config) == "kmeans":
-        return (lambda points, seed: fit_sample_kmeans(points, k, seed, fit["max_iter"],
-                                                       fit["n_init"]),
-                umap_spec(config).sample)
-    return None
-
-
-def _stability(data: DataFrame, method: str, vector: str, k: int, runs: int, seed: int,
-               max_iter: int, refit: tuple[Refit, int] | None = None) -> list[float]:
+def _stability(data: DataFrame, method: str, vector: str, k: int, runs: int, fit: dict,
+               sample_fit: tuple[MixtureSpec | None, int] | None = None) -> list[float]:
     """ARI between ``method`` and the same method re-fitted on each of ``runs`` bootstrap
     samples (drawn with replacement, another seed each) and applied to every user: MLlib
-    K-Means on the column ``vector``, or ``refit`` on a bootstrap of a bounded sample of
-    the array column ``embedding``."""
+    K-Means on the column ``vector``, or, given ``sample_fit``, the engine's fit on a
+    bootstrap of a bounded sample of the array column ``embedding``."""
+    seed = fit["seed"]
     scores = []
     for i in range(1, runs + 1):
-        if refit is None:
+        if sample_fit is None:
             sample = data.select(vector).sample(withReplacement=True, fraction=1.0,
                                                 seed=seed + i)
-            model = fit_kmeans(sample, k, seed + 1000 * i, max_iter, features=vector,
+            model = fit_kmeans(sample, k, seed + 1000 * i, fit["max_iter"], features=vector,
                                prediction="_refit")
         else:
-            fit, size = refit
+            mixture, size = sample_fit
             points = sample_points(data.select("user_id", "embedding"), size, seed + i)
             draw = np.random.default_rng(seed + i).integers(0, len(points), len(points))
-            model = fit(points[draw], seed + 1000 * i)
+            model = fit_segments_model(None, k, seed + 1000 * i, fit["max_iter"], fit["n_init"],
+                                       sample=points[draw], mixture=mixture)
             model.features, model.prediction = "embedding", "_refit"
         refitted = model.transform(data.select(method, vector, "embedding"))
         scores.append(ari(contingency(refitted, method, "_refit")))
@@ -259,9 +252,8 @@ def _measure(ctx: StageContext, data: DataFrame, spaces: dict, labelled: bool, u
             rows.append((method, "labels", "labelled_users", float(table.sum())))
         if runs:
             vector = next(v for _, v in method_spaces.values() if v)
-            refit = _sample_refit(ctx.config, fit, k) if method == ENGINE else None
-            scores = _stability(data, method, vector, k, runs, fit["seed"], fit["max_iter"],
-                                refit)
+            sample_fit = _sample_fit(ctx.config) if method == ENGINE else None
+            scores = _stability(data, method, vector, k, runs, fit, sample_fit)
             rows += [(method, "stability", "ari_mean", sum(scores) / len(scores)),
                      (method, "stability", "ari_min", min(scores))]
         ctx.log.info("%s measured", method)

@@ -186,7 +186,7 @@ def run(ctx: StageContext) -> None:
         space, encoder, sample = map_to_manifold(ctx, embeddings, users)
     mixture = mixture_spec(ctx.config) if method == "gmm" else None
     if mixture is not None and sample is None:
-        sample = sample_points(space, mixture.sample, ctx.config.integer("segment.seed", 7))
+        sample = sample_points(space, mixture.sample, fit_settings(ctx.config)["seed"])
         ctx.log.info("Gaussian mixture (%s covariance) fitted on %d of %d users",
                      mixture.covariance, len(sample), users)
         ctx.metric("gmm_sample", len(sample))

@@ -72,19 +72,16 @@ def behaviour(events: DataFrame, as_of, purchase_types: list[str]) -> DataFrame:
     )
 
 
-def event_mix(events: DataFrame, event_types: list[str]) -> DataFrame:
-    """Share of each user's events of each type."""
-    total = F.count(F.lit(1))
-    return events.groupBy("user_id").agg(*[
-        _share(F.col("event_type") == t, total).alias(f"type_{level_name(t)}")
-        for t in event_types])
-
-
 def _level_shares(events: DataFrame, column: str, levels: list[str], prefix: str) -> DataFrame:
     """Share of each user's events with a ``column`` value that have each of ``levels``."""
     total = F.count(F.lit(1))
     return events.where(F.col(column).isNotNull()).groupBy("user_id").agg(*[
         _share(F.col(column) == v, total).alias(f"{prefix}_{level_name(v)}") for v in levels])
+
+
+def event_mix(events: DataFrame, event_types: list[str]) -> DataFrame:
+    """Share of each user's events of each type."""
+    return _level_shares(events, "event_type", event_types, "type")
 
 
 def category_affinity(events: DataFrame, categories: list[str]) -> DataFrame:
