@@ -143,6 +143,7 @@ def fit_sample_mixture(points: np.ndarray, k: int, seed: int, n_init: int,
     started there stays in that cut.
     """
     from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
 
     points = np.asarray(points, dtype=np.float64)
     center = points.mean(axis=0)
@@ -152,15 +153,19 @@ def fit_sample_mixture(points: np.ndarray, k: int, seed: int, n_init: int,
     except np.linalg.LinAlgError:  # a constant or redundant dimension: no sphered start
         sphere = None
     best = None
-    for transform in (np.eye(len(center)), sphere):
-        if transform is None:
-            continue
-        moved = (points - center) @ transform
-        fitted = GaussianMixture(k, covariance_type=spec.covariance, max_iter=spec.max_iter,
-                                 n_init=n_init, random_state=seed).fit(moved)
-        score = fitted.score(moved) + np.log(np.diag(transform)).sum()
-        if best is None or score > best[0]:
-            best = score, fitted, transform
+    # One BLAS thread: threaded sums differ in the last bits from run to run, and a re-run
+    # must give the same model (its version is a hash of the means).
+    with threadpool_limits(limits=1):
+        for transform in (np.eye(len(center)), sphere):
+            if transform is None:
+                continue
+            moved = (points - center) @ transform
+            fitted = GaussianMixture(k, covariance_type=spec.covariance,
+                                     max_iter=spec.max_iter, n_init=n_init,
+                                     random_state=seed).fit(moved)
+            score = fitted.score(moved) + np.log(np.diag(transform)).sum()
+            if best is None or score > best[0]:
+                best = score, fitted, transform
     score, fitted, transform = best
     return mixture_from_fit(fitted, center, transform, score)
 
