@@ -93,6 +93,45 @@ def test_absent_counts_are_zero_and_absent_levels_the_mean(spark, events):
     assert rows["u2"]["content_avg_rating"] == 4.0  # a level: absent means typical
 
 
+def test_absent_levels_predicted_from_the_columns_every_user_has(spark):
+    # rating = 1 + 2 x where present; u4 has none. text_0 = 3 - x where present; u1 has none.
+    # content_n is absent for u4 (so not a predictor), const is constant (not a predictor).
+    df = spark.createDataFrame(
+        [("u1", 0.0, 5.0, 1.0, 1.0, None), ("u2", 1.0, 5.0, 2.0, 3.0, 2.0),
+         ("u3", 2.0, 5.0, 1.0, 5.0, 1.0), ("u4", 3.0, 5.0, None, None, 0.0)],
+        "user_id string, x double, const double, content_n double, "
+        "content_avg_rating double, text_0 double")
+    groups = {"behaviour": ["x", "const"], "content": ["content_n", "content_avg_rating"],
+              "text": ["text_0"]}
+    stats = fx.column_stats(df, [c for cols in groups.values() for c in cols])
+    imputation = fx.fit_imputation(df, groups, stats, ridge=0.0)
+    assert imputation.predictors == ["x"]
+    assert sorted(imputation.models) == ["content_avg_rating", "text_0"]
+    assert imputation.r2 == pytest.approx({"content_avg_rating": 1.0, "text_0": 1.0})
+    rows = by_user(fx.impute(df, {c: s["mean"] for c, s in stats.items()}, imputation))
+    assert rows["u4"]["content_avg_rating"] == pytest.approx(7.0)  # 1 + 2 * 3
+    assert rows["u1"]["text_0"] == pytest.approx(3.0)              # 3 - 0
+    assert rows["u4"]["content_n"] == 0.0                         # a count: absent means none
+    assert rows["u2"]["content_avg_rating"] == 3.0                # present values kept
+    fused = by_user(fx.fuse(df.select("user_id", "x"),
+                            [df.select("user_id", "content_n", "content_avg_rating")]))
+    assert fused["u4"]["content_avg_rating"] == pytest.approx(7.0, rel=1e-2)  # ridge 1e-3
+    means = by_user(fx.fuse(df.select("user_id", "x"),
+                            [df.select("user_id", "content_n", "content_avg_rating")],
+                            method="mean"))
+    assert means["u4"]["content_avg_rating"] == pytest.approx(3.0)  # mean of 1, 3, 5
+
+
+def test_moments_merged_over_partitions_and_chunks(spark):
+    rows = [(1.0, 2.0), (2.0, 4.0), (3.0, 5.0), (4.0, 9.0), (10.0, 0.0)]
+    df = spark.createDataFrame(rows, "a double, b double").repartition(3)
+    mean, cov = fx._moments(df, ["a", "b"], chunk=2)
+    # a: mean 4, deviations -3 -2 -1 0 6; b: mean 4, deviations -2 0 1 5 -4
+    assert mean == pytest.approx([4.0, 4.0])
+    assert cov.tolist() == [pytest.approx([50 / 5, -19 / 5]),  # cross: 6 - 1 - 24
+                            pytest.approx([-19 / 5, 46 / 5])]
+
+
 def test_scaler_standardises_weights_groups_and_handles_constants(spark):
     df = spark.createDataFrame([(1.0, 5.0, 0.0), (2.0, 5.0, 1.0), (3.0, 5.0, 2.0)],
                                "x double, const double, y double")

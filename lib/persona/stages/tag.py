@@ -33,7 +33,8 @@ from pyspark.sql.types import (ArrayType, DoubleType, LongType, StringType, Stru
 from persona.context import StageContext
 from persona.errors import PersonaError
 from persona.stages.embed import EMBEDDINGS_TABLE
-from persona.stages.features import FEATURES_TABLE, build_groups, feature_columns
+from persona.stages.features import (FEATURES_TABLE, build_groups, feature_columns,
+                                     impute_method)
 from persona.stages.train import petastorm_cache_url
 from persona.tag_config import INPUTS, TagSpec, tag_specs
 from persona.tagging import ClassifierSpec, train_classifier, validation_arrays
@@ -126,7 +127,7 @@ def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> D
         ctx.log.info("tag %s: text vectors left out: refitted at the cutoff, their dimensions "
                      "would not mean what they mean in %s", spec.name, FEATURES_TABLE)
     base, *rest = groups.values()
-    history = fx.fuse(base, rest)
+    history = fx.fuse(base, rest, impute_method(ctx.config))
     columns = [c for c in history.columns if c != "user_id"]
     purchases = list(ctx.config.get("features.purchase_types", ["purchase"]))
     labels = tx.behaviour_labels(events, cutoff, spec.horizon_days, spec.label, purchases,

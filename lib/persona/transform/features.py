@@ -6,10 +6,12 @@ network's input vector.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from dataclasses import dataclass
 
+import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -150,18 +152,128 @@ def join_groups(base: DataFrame, groups: list[DataFrame]) -> DataFrame:
     return out
 
 
-def impute(df: DataFrame, means: dict[str, float]) -> DataFrame:
-    """Fill absent values: level columns (:data:`MEAN_IMPUTED`) with their mean from
-    ``means``, every other column (counts and shares) with 0."""
+def impute(df: DataFrame, means: dict[str, float],
+           imputation: Imputation | None = None) -> DataFrame:
+    """Fill absent values: level columns (:data:`MEAN_IMPUTED`) with their prediction by
+    ``imputation`` where it has one, else with their mean from ``means``; every other column
+    (counts and shares) with 0."""
+    if imputation is not None and imputation.models:
+        df = df.select(*[F.coalesce(F.col(c), imputation.prediction(c)).alias(c)
+                         if c in imputation.models else F.col(c) for c in df.columns])
     levels = {c: float(m or 0.0) for c, m in means.items() if MEAN_IMPUTED.match(c)}
     return df.fillna(levels).fillna(0.0)
 
 
-def fuse(base: DataFrame, groups: list[DataFrame]) -> DataFrame:
-    """:func:`join_groups` then :func:`impute` with the joined columns' own means."""
+@dataclass
+class Imputation:
+    """Least-squares predictions of level columns from the columns every user has, in the
+    scaler's signed-log space (:meth:`Scaler._pre`); ``r2`` is each fit's share of explained
+    variance on the users it was fitted on."""
+
+    predictors: list[str]
+    models: dict[str, tuple[float, list[float]]]  # column -> (intercept, weight per predictor)
+    r2: dict[str, float]
+
+    def prediction(self, column: str) -> Column:
+        intercept, weights = self.models[column]
+        value = F.lit(intercept)
+        for name, weight in zip(self.predictors, weights):
+            if weight:
+                value = value + F.lit(weight) * Scaler._pre(name)
+        if column in LOG_COLUMNS:  # back from the signed-log space
+            value = F.signum(value) * F.expm1(F.abs(value))
+        return value
+
+
+def _merge_moments(parts):
+    """(count, mean, scatter about the mean) of the union of the parts, merged in order."""
+    count, mean, scatter = 0, None, None
+    for n, m, c in parts:
+        if n == 0:
+            continue
+        if count == 0:
+            count, mean, scatter = n, m, c
+            continue
+        delta = m - mean
+        total = count + n
+        scatter = scatter + c + np.outer(delta, delta) * count * n / total
+        mean = mean + delta * n / total
+        count = total
+    return count, mean, scatter
+
+
+def _chunk_moments(rows: list[tuple]) -> tuple[int, np.ndarray, np.ndarray]:
+    values = np.asarray(rows, dtype=float)
+    mean = values.mean(axis=0)
+    centred = values - mean
+    return len(values), mean, centred.T @ centred
+
+
+def _moments(df: DataFrame, columns: list[str], chunk: int = 10_000
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Means and covariance matrix of ``columns``, in one pass: each partition's moments by
+    numpy, ``chunk`` rows at a time, merged on the driver in partition order (so that a
+    re-run gives the same bits, whatever order the tasks finish in)."""
+    def partition(rows):
+        rows, merged = iter(rows), (0, None, None)
+        while batch := list(itertools.islice(rows, chunk)):
+            merged = _merge_moments([merged, _chunk_moments(batch)])
+        yield merged
+
+    parts = df.select(*columns).rdd.map(tuple).mapPartitions(partition).collect()
+    count, mean, scatter = _merge_moments(parts)
+    return mean, scatter / count
+
+
+def fit_imputation(df: DataFrame, groups: dict[str, list[str]], stats: dict[str, dict],
+                   ridge: float = 1e-3) -> Imputation:
+    """Absent levels (:data:`MEAN_IMPUTED`: a user without reviews has no rating and no text
+    vector) as their linear prediction from the columns no user lacks, fitted on the users
+    who have them; one fit per group, since a group's columns are absent together.
+
+    The population mean puts every such user on one point, far from the mean of a segment
+    whose users write a lot and alike, so that a mixture takes its users who did not write
+    for another segment; the prediction puts them where users like them are. The moments
+    come from one pass of Spark; the least squares, ridge-regularised on the correlation
+    matrix against collinear shares, are solved on the driver.
+    """
+    predictors = [c for cols in groups.values() for c in cols
+                  if stats[c]["null_share"] == 0 and not MEAN_IMPUTED.match(c)
+                  and stats[c]["min"] != stats[c]["max"]]
+    models, r2 = {}, {}
+    p = len(predictors)
+    for cols in groups.values():
+        targets = [c for c in cols if MEAN_IMPUTED.match(c) and 0 < stats[c]["null_share"] < 1
+                   and stats[c]["min"] != stats[c]["max"]]
+        if not targets or not predictors:
+            continue
+        names = predictors + targets
+        rows = (df.where(F.col(targets[0]).isNotNull())
+                .select(*[Scaler._pre(c).alias(c) for c in names]).na.drop())
+        mean, cov = _moments(rows, names)
+        std = np.sqrt(np.maximum(np.diag(cov), 0.0))
+        scale = np.where(std > 1e-12, std, np.inf)
+        corr = cov / np.outer(scale, scale)
+        beta = np.linalg.solve(corr[:p, :p] + ridge * np.eye(p), corr[:p, p:])
+        for j, target in enumerate(targets):
+            weights = beta[:, j] * std[p + j] / scale[:p]
+            models[target] = (float(mean[p + j] - weights @ mean[:p]), weights.tolist())
+            r2[target] = float(beta[:, j] @ corr[:p, p + j])
+    return Imputation(predictors, models, r2)
+
+
+def fuse(base: DataFrame, groups: list[DataFrame], method: str = "regression") -> DataFrame:
+    """:func:`join_groups` then :func:`impute` with the joined columns' own statistics:
+    absent levels predicted from the other columns (``method="regression"``, see
+    :func:`fit_imputation`) or set to their mean (``"mean"``)."""
     joined = join_groups(base, groups)
     stats = column_stats(joined, [c for c in joined.columns if c != "user_id"])
-    return impute(joined, {c: st["mean"] for c, st in stats.items()})
+    imputation = None
+    if method == "regression":
+        columns = {str(i): [c for c in g.columns if c != "user_id"]
+                   for i, g in enumerate([base, *groups])}
+        imputation = fit_imputation(joined, columns, stats)
+    return impute(joined, {c: st["mean"] for c, st in stats.items()}, imputation)
 
 
 def column_stats(df: DataFrame, columns: list[str]) -> dict[str, dict]:
