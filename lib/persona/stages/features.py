@@ -40,7 +40,6 @@ def _as_of(ctx: StageContext, events):
 
 GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "channel", "time",
           "profile", "content", "text", "sequence")
-IMPUTE_METHODS = ("regression", "mean")  # features.impute: how absent levels are filled
 # Keys of the ``features`` column's metadata: the sequence at its end, and the named
 # columns of each group, in the order their scaled values start the vector.
 SEQUENCE_METADATA = "sequence"
@@ -59,20 +58,7 @@ def _enabled_groups(ctx: StageContext) -> list[str]:
 def impute_method(config) -> str:
     """``features.impute``: absent levels (rating, text vector of a user without reviews)
     predicted from the user's other columns (regression, default) or set to the mean."""
-    return config.choice("features.impute", list(IMPUTE_METHODS), "regression")
-
-
-def _imputation(ctx: StageContext, joined, group_columns: dict[str, list[str]],
-                stats: dict[str, dict]) -> fx.Imputation | None:
-    """The fitted predictions of absent levels under ``features.impute: regression``."""
-    if impute_method(ctx.config) != "regression":
-        return None
-    imputation = fx.fit_imputation(joined, group_columns, stats)
-    if imputation.models:
-        ctx.log.info("absent values of %s predicted from %d columns (R2 %.2f to %.2f)",
-                     ", ".join(imputation.models), len(imputation.predictors),
-                     min(imputation.r2.values()), max(imputation.r2.values()))
-    return imputation
+    return config.choice("features.impute", list(fx.IMPUTE_METHODS), "regression")
 
 
 def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
@@ -248,8 +234,12 @@ def run(ctx: StageContext) -> None:
         group_columns = {name: [c for c in df.columns if c != "user_id"]
                          for name, df in groups.items()}
         stats = fx.column_stats(joined, [c for cols in group_columns.values() for c in cols])
-        imputation = _imputation(ctx, joined, group_columns, stats)
-        fused = fx.impute(joined, {c: st["mean"] for c, st in stats.items()}, imputation)
+        fused, imputation = fx.fill_absent(joined, group_columns, stats,
+                                           impute_method(ctx.config))
+        if imputation and imputation.models:
+            ctx.log.info("absent values of %s predicted from %d columns (R2 %.2f to %.2f)",
+                         ", ".join(imputation.models), len(imputation.predictors),
+                         min(imputation.r2.values()), max(imputation.r2.values()))
         group_weights = _group_weights(ctx)
         scaler = fx.Scaler.fit(fused, group_columns, group_weights=group_weights)
         _check_quality(ctx, stats, scaler)

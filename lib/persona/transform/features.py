@@ -26,6 +26,8 @@ LOG_COLUMNS = {"recency_days", "tenure_days", "n_events", "n_sessions", "active_
 # Levels rather than amounts: a user without reviews gets the population's mean, not 0
 # (which would read as "rates everything 0" and split users by whether they write).
 MEAN_IMPUTED = re.compile(r"^(content_avg_rating|content_text_length|text_\d+)$")
+# How absent levels are filled (features.impute): predicted from the other columns, or the mean.
+IMPUTE_METHODS = ("regression", "mean")
 
 
 def level_name(value: str) -> str:
@@ -242,10 +244,10 @@ def fit_imputation(df: DataFrame, groups: dict[str, list[str]], stats: dict[str,
                   and stats[c]["min"] != stats[c]["max"]]
     models, r2 = {}, {}
     p = len(predictors)
-    for cols in groups.values():
+    for cols in groups.values() if predictors else []:
         targets = [c for c in cols if MEAN_IMPUTED.match(c) and 0 < stats[c]["null_share"] < 1
                    and stats[c]["min"] != stats[c]["max"]]
-        if not targets or not predictors:
+        if not targets:
             continue
         names = predictors + targets
         rows = (df.where(F.col(targets[0]).isNotNull())
@@ -262,18 +264,22 @@ def fit_imputation(df: DataFrame, groups: dict[str, list[str]], stats: dict[str,
     return Imputation(predictors, models, r2)
 
 
-def fuse(base: DataFrame, groups: list[DataFrame], method: str = "regression") -> DataFrame:
-    """:func:`join_groups` then :func:`impute` with the joined columns' own statistics:
+def fill_absent(joined: DataFrame, groups: dict[str, list[str]], stats: dict[str, dict],
+                method: str = "regression") -> tuple[DataFrame, Imputation | None]:
+    """:func:`impute` on the joined groups with their own statistics (:func:`column_stats`):
     absent levels predicted from the other columns (``method="regression"``, see
-    :func:`fit_imputation`) or set to their mean (``"mean"``)."""
+    :func:`fit_imputation`, also returned) or set to their mean (``"mean"``)."""
+    imputation = fit_imputation(joined, groups, stats) if method == "regression" else None
+    return impute(joined, {c: st["mean"] for c, st in stats.items()}, imputation), imputation
+
+
+def fuse(base: DataFrame, groups: list[DataFrame], method: str = "regression") -> DataFrame:
+    """:func:`join_groups` then :func:`fill_absent`."""
     joined = join_groups(base, groups)
-    stats = column_stats(joined, [c for c in joined.columns if c != "user_id"])
-    imputation = None
-    if method == "regression":
-        columns = {str(i): [c for c in g.columns if c != "user_id"]
-                   for i, g in enumerate([base, *groups])}
-        imputation = fit_imputation(joined, columns, stats)
-    return impute(joined, {c: st["mean"] for c, st in stats.items()}, imputation)
+    columns = {str(i): [c for c in g.columns if c != "user_id"]
+               for i, g in enumerate([base, *groups])}
+    stats = column_stats(joined, [c for cols in columns.values() for c in cols])
+    return fill_absent(joined, columns, stats, method)[0]
 
 
 def column_stats(df: DataFrame, columns: list[str]) -> dict[str, dict]:
