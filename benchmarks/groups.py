@@ -28,12 +28,12 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from persona.config import Config
-from persona.lake import Lake
-from persona.model import build_autoencoder
-from persona.spark import get_spark
+from persona.features.build import Scaler
+from persona.lake.tables import Lake
+from persona.runtime.spark import get_spark
 from persona.stages.features import feature_groups, sequence_shape
 from persona.stages.train import spec_from_config
-from persona.transform.features import Scaler
+from persona.training.autoencoder import build_autoencoder
 
 BASE = ["behaviour", "event_mix", "category", "time", "profile"]
 SETS = {

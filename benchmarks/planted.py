@@ -22,11 +22,11 @@ from pyspark.sql import functions as F
 
 from persona.config import Config
 from persona.generate import generate
-from persona.lake import Lake
+from persona.lake.tables import Lake
 from persona.logs import setup_logging
 from persona.pipeline import run_pipeline
-from persona.spark import get_spark
-from persona.transform.metrics import contingency, external_metrics
+from persona.runtime.spark import get_spark
+from persona.segmentation.metrics import contingency, external_metrics
 
 ACTIVITY_BANDS = [(1, 10), (10, 20), (20, None)]  # events per user: [low, high)
 

@@ -45,7 +45,7 @@ def make_config(tmp: str, **sections) -> Config:
 @pytest.fixture(scope="session")
 def spark():
     setup_logging()
-    from persona.spark import get_spark
+    from persona.runtime.spark import get_spark
 
     session = get_spark(Config({"spark": TEST_SPARK}))
     yield session

@@ -82,7 +82,7 @@ def test_stage_before_its_input_exists(spark, tmp_path, capsys):
 def test_bad_segment_k(spark, tmp_path, capsys):
     from pyspark.sql import Row
 
-    from persona.lake import Lake
+    from persona.lake.tables import Lake
 
     conf = write_config(tmp_path, tmp_path / "events.csv")
     Lake(spark, str(tmp_path / "lake")).overwrite(

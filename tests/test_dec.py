@@ -6,11 +6,10 @@ from pyspark.sql import functions as F
 
 from persona.config import Config
 from persona.errors import PersonaError
-from persona.lake import Lake
+from persona.lake.tables import Lake
 from persona.pipeline import run_single
-from persona.refine import dec_spec, segment_method
-from persona.transform.dec import (label_change, nearest_center, soft_assignment,
-                                   target_distribution)
+from persona.segmentation.dec import (dec_spec, label_change, nearest_center, segment_method,
+                                      soft_assignment, target_distribution)
 from tests.conftest import make_config
 
 

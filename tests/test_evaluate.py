@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from persona.clustering import MixtureSpec, SampleMixture, plot_k_selection, select_k
-from persona.context import run_stage
 from persona.errors import PersonaError
-from persona.feature_input import settings
-from persona.lake import Lake
+from persona.features import external as fi
+from persona.features.external import settings
+from persona.lake.tables import Lake
+from persona.runtime.context import run_stage
+from persona.segmentation import metrics as m
+from persona.segmentation.models import MixtureSpec, SampleMixture, plot_k_selection, select_k
+from persona.segmentation.profiles import with_vector
 from persona.stages import PIPELINE, enabled, evaluate, features
-from persona.transform import feature_input as fi
-from persona.transform import metrics as m
-from persona.transform.segments import with_vector
 from tests.conftest import make_config
 
 # Two clusters of two points: centroids (0, 1) and (4, 1), every point 1 from its centroid.

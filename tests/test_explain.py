@@ -5,11 +5,11 @@ import os
 import mlflow
 import pytest
 
-from persona.context import StageContext
-from persona.lake import Lake
+from persona.lake.tables import Lake
+from persona.runtime.context import StageContext
+from persona.runtime.tracking import stage_run
+from persona.segmentation import explain as ex
 from persona.stages import segment
-from persona.tracking import stage_run
-from persona.transform import explain as ex
 from tests.conftest import make_config
 
 

@@ -4,7 +4,7 @@ from datetime import datetime
 
 import pytest
 
-from persona.transform import features as fx
+from persona.features import build as fx
 
 AS_OF = datetime(2025, 1, 10)
 EVENT_COLUMNS = ["user_id", "event_time", "event_type", "category", "amount", "quantity",

@@ -10,10 +10,10 @@ from sklearn.datasets import make_moons
 
 from persona.config import Config
 from persona.errors import PersonaError
-from persona.lake import Lake
-from persona.manifold import UmapSpec, fit_umap, manifold_method, sample_points, umap_spec
+from persona.lake.tables import Lake
 from persona.pipeline import run_single
-from persona.transform.manifold import project
+from persona.segmentation.manifold import (UmapSpec, fit_umap, manifold_method, project,
+                                           sample_points, umap_spec)
 from tests.conftest import make_config
 
 SPEC = UmapSpec(n_components=2, n_neighbors=15, sample=200, seed=7)

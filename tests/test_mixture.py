@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from sklearn.mixture import GaussianMixture
 
-from persona.clustering import (MixtureSpec, fit_sample_kmeans, fit_sample_mixture,
-                                mixture_from_fit, mixture_spec)
 from persona.config import Config
 from persona.errors import PersonaError
-from persona.lake import Lake
+from persona.lake.tables import Lake
 from persona.pipeline import run_single
+from persona.segmentation.models import (MixtureSpec, fit_sample_kmeans, fit_sample_mixture,
+                                         mixture_from_fit, mixture_spec)
 from tests.conftest import make_config
 
 
@@ -64,7 +64,7 @@ def test_spark_assignment_matches_numpy(spark, stripes):
     ("gmm.max_iter", 0, "segment.gmm.max_iter must be >= 1"),
 ])
 def test_configuration_errors(key, value, message):
-    from persona.refine import segment_method
+    from persona.segmentation.dec import segment_method
 
     config = Config({"segment": {"method": "gmm"}})
     config.set(f"segment.{key}", value)

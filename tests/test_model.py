@@ -3,7 +3,7 @@ shuffling of training rows before they reach the Horovod ranks."""
 import numpy as np
 import pytest
 
-from persona.model import AutoencoderSpec, build_autoencoder
+from persona.training.autoencoder import AutoencoderSpec, build_autoencoder
 
 DENSE, STEPS, STEP = 6, 4, 3
 
@@ -58,7 +58,7 @@ def test_training_rows_are_shuffled_across_and_within_partitions(spark):
     """Rows stored in order (here by value) reach the ranks in a random order: every row
     once, a shard per partition, no shard in its stored order, the same order again for
     the same seed."""
-    from persona.training import shuffled
+    from persona.training.horovod import shuffled
 
     ordered = spark.range(1000).coalesce(1)
     out = shuffled(ordered, 2, seed=3)

@@ -13,10 +13,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from persona.config import Config
 from persona.generate import generate
-from persona.lake import Lake
+from persona.lake.tables import Lake
 from persona.pipeline import run_pipeline, run_single
+from persona.runtime.tracking import tracking_uri
 from persona.stages.features import feature_columns, feature_groups, sequence_shape
-from persona.tracking import tracking_uri
 from tests.conftest import make_config
 
 USERS = 1000

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from persona import charts
-from persona.report_page import Page, SegmentCard, TagCard, render
+from persona.report import charts
+from persona.report.page import Page, SegmentCard, TagCard, render
+from persona.runtime.tracking import tracking_uri
 from persona.stages.report import REPORT, _direction, top_features
-from persona.tracking import tracking_uri
 from tests.test_tag import portrait_run
 
 CHROMIUM = shutil.which("chromium")

@@ -14,17 +14,17 @@ import yaml
 from pyspark.sql import functions as F
 
 from persona.config import Config
-from persona.context import StageContext
 from persona.errors import PersonaError
+from persona.features.build import Scaler
 from persona.generate import generate
-from persona.lake import Lake
+from persona.lake.tables import Lake
 from persona.pipeline import run_pipeline, run_single
+from persona.runtime.context import StageContext
+from persona.runtime.tracking import stage_run, tracking_uri
 from persona.stages import segment
 from persona.stages.tag import _with_x
-from persona.tag_config import tag_specs
-from persona.tracking import stage_run, tracking_uri
-from persona.transform import tags as tx
-from persona.transform.features import Scaler
+from persona.tags import labels as tx
+from persona.tags.spec import tag_specs
 from tests.conftest import make_config
 
 USERS = 500

@@ -2,8 +2,8 @@
 import pytest
 
 from persona.errors import PersonaError
-from persona.sources import SourceSpec, configured_sources
-from persona.transform.validation import REASON, SOURCE_FILE, accepted, rejected, validate
+from persona.ingest.sources import SourceSpec, configured_sources
+from persona.ingest.validation import REASON, SOURCE_FILE, accepted, rejected, validate
 
 RAW_COLUMNS = ["uid", "ts", "kind", "price", "qty"]
 RAW_ROWS = [

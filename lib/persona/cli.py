@@ -10,7 +10,6 @@ from persona.logs import get_logger, setup_logging
 from persona.stages import STAGES
 
 
-
 def _add_conf_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf", default="conf/local.yaml",
                         help="YAML configuration (default: conf/local.yaml)")

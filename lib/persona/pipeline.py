@@ -4,12 +4,12 @@ from __future__ import annotations
 import mlflow
 
 from persona.config import Config
-from persona.context import run_stage
-from persona.lake import Lake
+from persona.lake.tables import Lake
 from persona.logs import get_logger
-from persona.spark import get_spark
+from persona.runtime.context import run_stage
+from persona.runtime.spark import get_spark
+from persona.runtime.tracking import tracking_uri, use_experiment
 from persona.stages import PIPELINE, STAGES, enabled
-from persona.tracking import tracking_uri, use_experiment
 
 log = get_logger("pipeline")
 

@@ -6,10 +6,9 @@ import time
 
 import pytest
 
-from tests.integration.conftest import (AIRFLOW_BIN, BIN, CLUSTER_CONF, DIST, JARS, ROOT,
-                                        TIMINGS, job_env, lake_settings,
-                                        lake_summary, require_package, run_logged,
-                                        tail)
+from tests.integration.conftest import (AIRFLOW_BIN, BIN, CLUSTER_CONF, DIST, JARS, ROOT, TIMINGS,
+                                        job_env, lake_settings, lake_summary, require_package,
+                                        run_logged, tail)
 
 DAG_ID = "persona_pipeline"
 LOGICAL_DATE = "2025-02-01"

@@ -6,9 +6,9 @@ import pytest
 
 from persona.config import Config
 from persona.errors import PersonaError
-from persona.model import AutoencoderSpec
-from persona.registry import (ENCODER_ARTIFACT, EncoderRef, current_encoder, load_encoder,
-                              model_version, promote_encoder, register_encoder, save_encoder)
+from persona.lake.catalog import (ENCODER_ARTIFACT, EncoderRef, current_encoder, load_encoder,
+                                  model_version, promote_encoder, register_encoder, save_encoder)
+from persona.training.autoencoder import AutoencoderSpec
 
 
 @pytest.fixture()

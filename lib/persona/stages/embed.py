@@ -4,10 +4,10 @@ from __future__ import annotations
 import mlflow
 from pyspark.sql import functions as F
 
-from persona.context import StageContext
-from persona.registry import current_encoder, load_encoder, promote_encoder
+from persona.lake.catalog import current_encoder, load_encoder, promote_encoder
+from persona.runtime.context import StageContext
 from persona.stages.features import FEATURES_TABLE
-from persona.transform.embedding import encode
+from persona.training.inference import encode
 
 HELP = "encode every user → gold/user_embeddings"
 EMBEDDINGS_TABLE = "gold/user_embeddings"

@@ -22,20 +22,20 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, StringType, StructField, StructType
 from pyspark.sql.utils import AnalysisException
 
-from persona.clustering import (MixtureSpec, fit_kmeans, fit_segments_model, fit_settings,
-                                mixture_spec)
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.feature_input import LABELS_TABLE
-from persona.manifold import load_manifold, manifold_method, sample_points, umap_spec
-from persona.refine import segment_method
-from persona.registry import MODELS_TABLE, load_encoder
+from persona.features.external import LABELS_TABLE
+from persona.lake.catalog import MODELS_TABLE, load_encoder
+from persona.runtime.context import StageContext
+from persona.segmentation.dec import segment_method
+from persona.segmentation.manifold import (load_manifold, manifold_method, project, sample_points,
+                                           umap_spec)
+from persona.segmentation.metrics import ari, contingency, external_metrics, internal_metrics
+from persona.segmentation.models import (MixtureSpec, fit_kmeans, fit_segments_model, fit_settings,
+                                         mixture_spec)
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE
 from persona.stages.segment import SEGMENTS_TABLE
-from persona.transform.embedding import encode
-from persona.transform.manifold import project
-from persona.transform.metrics import ari, contingency, external_metrics, internal_metrics
+from persona.training.inference import encode
 
 HELP = "segment quality: internal/external metrics, K-Means baselines, stability"
 QUALITY_TABLE = "gold/segment_quality"

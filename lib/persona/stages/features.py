@@ -8,10 +8,10 @@ import mlflow
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.feature_input import configured, import_features
-from persona.transform import features as fx
+from persona.features import build as fx
+from persona.features.external import configured, import_features
+from persona.runtime.context import StageContext
 
 HELP = ("bronze (or the table of features.input.path) → silver/user_features, one scaled "
         "feature row per user")

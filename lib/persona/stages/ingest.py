@@ -6,13 +6,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.feature_input import configured
-from persona.sources import SourceSpec, configured_sources
-from persona.transform.validation import (INGESTED_AT, REASON, SOURCE_FILE, accepted,
-                                          rejected, validate)
-
+from persona.features.external import configured
+from persona.ingest.sources import SourceSpec, configured_sources
+from persona.ingest.validation import INGESTED_AT, REASON, SOURCE_FILE, accepted, rejected, validate
+from persona.runtime.context import StageContext
 
 HELP = "raw sources → bronze Delta tables, rejected rows → quarantine"
 

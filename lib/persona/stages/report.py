@@ -14,14 +14,14 @@ import numpy as np
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from persona import charts
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.report_page import Page, SegmentCard, TagCard, render
+from persona.report import charts
+from persona.report.page import Page, SegmentCard, TagCard, render
+from persona.runtime.context import StageContext
+from persona.segmentation.explain import feature_label, format_value, ranked
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.segment import PROFILES_TABLE, SEGMENTS_TABLE
 from persona.stages.tag import METRICS_TABLE, TAGS_TABLE
-from persona.transform.explain import feature_label, format_value, ranked
 
 HELP = "one HTML page with the segments and tags → <lake>/reports/ and MLflow"
 REPORT = "reports/persona_report.html"

@@ -11,27 +11,25 @@ import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, MapType,
-                               StringType, StructField, StructType)
+from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, MapType, StringType,
+                               StructField, StructType)
 
-from persona.clustering import (MixtureSpec, SampleMixture, fit_segments_model,
-                                fit_settings, mixture_spec, plot_k_selection, select_k,
-                                training_cost)
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.dec import METHODS as REFINEMENTS
-from persona.manifold import manifold_method, map_to_manifold, sample_points
-from persona.refine import refine_segments, segment_method
-from persona.registry import load_kmeans, register_segments
+from persona.lake.catalog import load_kmeans, register_segments
+from persona.runtime.context import StageContext
+from persona.segmentation.dec import METHODS as REFINEMENTS
+from persona.segmentation.dec import nearest_center, refine_segments, segment_method
+from persona.segmentation.explain import (fit_surrogate, highlights, segment_names, segment_rules,
+                                          standardised_differences)
+from persona.segmentation.manifold import manifold_method, map_to_manifold, sample_points
+from persona.segmentation.metrics import CRITERIA
+from persona.segmentation.models import (MixtureSpec, SampleMixture, fit_segments_model,
+                                         fit_settings, mixture_spec, plot_k_selection, select_k,
+                                         training_cost)
+from persona.segmentation.profiles import centroid_distance, describe, feature_stats, with_vector
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, feature_columns
 from persona.stages.train import petastorm_cache_url
-from persona.transform.dec import nearest_center
-from persona.transform.explain import (fit_surrogate, highlights, segment_names,
-                                       segment_rules, standardised_differences)
-from persona.transform.metrics import CRITERIA
-from persona.transform.segments import (centroid_distance, describe, feature_stats,
-                                        with_vector)
 
 HELP = ("K-Means (or segment.method: gmm, a Gaussian mixture) on the embeddings "
         "(segment.manifold: umap maps them onto a manifold first; segment.method: dec|idec "

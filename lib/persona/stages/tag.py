@@ -1,6 +1,6 @@
 """tag: supervised profile tags → gold/user_tags (every user) and gold/tag_metrics.
 
-Each target under ``tags.<name>`` (see :mod:`persona.tag_config`) is a user attribute
+Each target under ``tags.<name>`` (see :mod:`persona.tags.spec`) is a user attribute
 known for some users, or a label from behaviour after a cut-off date learned from
 point-in-time features computed before it. Per tag, a DNN trained by Horovod ranks and a
 Spark MLlib logistic regression are fitted on the same split by user; the decision
@@ -27,21 +27,19 @@ from pyspark.ml.classification import LogisticRegression
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (ArrayType, DoubleType, LongType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType
 
-from persona.context import StageContext
 from persona.errors import PersonaError
+from persona.features import build as fx
+from persona.runtime.context import StageContext
+from persona.splits import user_bucket
 from persona.stages.embed import EMBEDDINGS_TABLE
-from persona.stages.features import (FEATURES_TABLE, build_groups, feature_columns,
-                                     impute_method)
+from persona.stages.features import FEATURES_TABLE, build_groups, feature_columns, impute_method
 from persona.stages.train import petastorm_cache_url
-from persona.tag_config import INPUTS, TagSpec, tag_specs
-from persona.tagging import ClassifierSpec, train_classifier, validation_arrays
-from persona.transform import features as fx
-from persona.transform import tags as tx
-from persona.transform.embedding import encode
-from persona.transform.splits import user_bucket
+from persona.tags import labels as tx
+from persona.tags.classifier import ClassifierSpec, train_classifier, validation_arrays
+from persona.tags.spec import INPUTS, TagSpec, tag_specs
+from persona.training.inference import encode
 
 HELP = "profile tags: a Horovod DNN and a logistic baseline per tag → gold/user_tags"
 TAGS_TABLE = "gold/user_tags"

@@ -9,13 +9,12 @@ import mlflow
 from pyspark.sql import Row
 
 from persona.config import Config
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.model import SEQUENCE_ENCODERS, AutoencoderSpec
-from persona.registry import ENCODER_ARTIFACT, MODELS_TABLE, register_encoder, save_encoder
+from persona.lake.catalog import ENCODER_ARTIFACT, MODELS_TABLE, register_encoder, save_encoder
+from persona.runtime.context import StageContext
 from persona.stages.features import FEATURES_TABLE, sequence_shape
-from persona.training import train_autoencoder
-
+from persona.training.autoencoder import SEQUENCE_ENCODERS, AutoencoderSpec
+from persona.training.horovod import train_autoencoder
 
 HELP = "train the denoising autoencoder with Horovod, data through Petastorm"
 

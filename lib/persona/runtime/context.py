@@ -9,10 +9,10 @@ import mlflow
 from pyspark.sql import SparkSession
 
 from persona.config import Config
-from persona.lake import Lake
+from persona.lake.tables import Lake
 from persona.logs import get_logger
-from persona.spark import get_spark
-from persona.tracking import stage_run
+from persona.runtime.spark import get_spark
+from persona.runtime.tracking import stage_run
 
 
 @dataclass

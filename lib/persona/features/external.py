@@ -1,20 +1,97 @@
-"""Bring-your-own features: a feature table given by ``features.input.*`` becomes
+"""A user-supplied feature table → the columns of silver/user_features (pure functions).
+
+Bring-your-own features: a feature table given by ``features.input.*`` becomes
 silver/user_features (and its labels, if any, silver/user_labels), in place of ingest and
 feature engineering on raw sources."""
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import mlflow
 from pyspark import StorageLevel
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import NumericType
 from pyspark.sql.utils import AnalysisException
 
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.transform import feature_input as fi
-from persona.transform.features import Scaler
+from persona.features.build import Scaler
+from persona.runtime.context import StageContext
+
+RESERVED = ("user_id", "features", "feature_set_version", "as_of", "label")
+
+
+def column_name(name: str) -> str:
+    """A Delta- and SQL-safe column name: characters other than letters, digits and ``_``
+    become ``_``; a leading digit gets an ``f`` in front."""
+    safe = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return f"f{safe}" if not safe or safe[0].isdigit() else safe
+
+
+def feature_columns(df: DataFrame, id_column: str, label_column: str | None,
+                    columns: list[str] | None) -> list[str]:
+    """The input's feature columns: ``columns`` if given, else every numeric column other
+    than the id and the label. Each must exist and be numeric."""
+    for key, name in (("id_column", id_column), ("label_column", label_column)):
+        if name is not None and name not in df.columns:
+            raise PersonaError(f"features.input.{key}: column {name!r} not found; "
+                               f"available: {', '.join(df.columns)}")
+    types = {f.name: f.dataType for f in df.schema.fields}
+    if columns is None:
+        chosen = [c for c in df.columns if c not in (id_column, label_column)
+                  and isinstance(types[c], NumericType)]
+        if not chosen:
+            raise PersonaError("features.input: no numeric feature columns besides the id "
+                               "and the label")
+        return chosen
+    missing = [c for c in columns if c not in types]
+    if missing:
+        raise PersonaError(f"features.input.columns: not found: {', '.join(missing)}")
+    wrong = [c for c in columns if not isinstance(types[c], NumericType)]
+    if wrong:
+        raise PersonaError(f"features.input.columns: not numeric: "
+                           f"{', '.join(f'{c} ({types[c].simpleString()})' for c in wrong)}")
+    return list(columns)
+
+
+def renamed(columns: list[str]) -> dict[str, str]:
+    """Input column → safe column name, checked for clashes."""
+    mapping = {c: column_name(c) for c in columns}
+    seen: dict[str, str] = {}
+    for source, target in mapping.items():
+        if target in RESERVED:
+            raise PersonaError(f"features.input: feature column {source!r} would be named "
+                               f"{target!r}, which silver/user_features reserves")
+        if target in seen:
+            raise PersonaError(f"features.input: columns {seen[target]!r} and {source!r} "
+                               f"both become {target!r}")
+        seen[target] = source
+    return mapping
+
+
+def user_rows(df: DataFrame, id_column: str, mapping: dict[str, str],
+              label_column: str | None = None) -> DataFrame:
+    """user_id (string), the feature columns as doubles under their safe names, and
+    ``label`` (string) when a label column is given."""
+    cols = [F.col(f"`{id_column}`").cast("string").alias("user_id")]
+    cols += [F.col(f"`{source}`").cast("double").alias(target) for source, target in mapping.items()]
+    if label_column is not None:
+        cols.append(F.col(f"`{label_column}`").cast("string").alias("label"))
+    return df.select(*cols)
+
+
+def fill_means(df: DataFrame, columns: list[str]) -> DataFrame:
+    """Missing values → the column's mean (0 for a column with no values)."""
+    means = df.agg(*[F.avg(c).alias(c) for c in columns]).first().asDict()
+    return df.fillna({c: float(means[c] or 0.0) for c in columns})
+
+
+def raw_vector(df: DataFrame, columns: list[str], output: str = "features") -> DataFrame:
+    """``output``: the columns as they are, as array<float> (for ``scale: none``)."""
+    return df.withColumn(output, F.array(*[F.col(c).cast("float") for c in columns]))
+
 
 LABELS_TABLE = "silver/user_labels"
 FORMATS = ("parquet", "delta", "csv")
@@ -58,10 +135,10 @@ def import_features(ctx: StageContext, table: str) -> None:
         first = str(exc).strip().splitlines()[0]
         raise PersonaError(f"features.input.path: cannot read {s['path']} as {s['format']}: "
                            f"{first}") from None
-    mapping = fi.renamed(fi.feature_columns(raw, s["id_column"], s["label_column"],
+    mapping = renamed(feature_columns(raw, s["id_column"], s["label_column"],
                                             s["columns"]))
     columns = list(mapping.values())
-    rows = fi.user_rows(raw, s["id_column"], mapping, s["label_column"]).persist(
+    rows = user_rows(raw, s["id_column"], mapping, s["label_column"]).persist(
         StorageLevel.MEMORY_AND_DISK)
     try:
         counts = rows.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("user_id").alias("ids"),
@@ -74,14 +151,14 @@ def import_features(ctx: StageContext, table: str) -> None:
         if counts["ids"] < counts["n"]:
             raise PersonaError(f"features.input.id_column {s['id_column']!r} has "
                                f"{counts['n'] - counts['ids']} duplicate value(s)")
-        filled = fi.fill_means(rows, columns)
+        filled = fill_means(rows, columns)
         stats: dict = {}
         if s["scale"] == "standard":
             scaler = Scaler.fit(filled, {"input": columns})
             out = scaler.transform(filled)
             stats = {"means": scaler.means, "stds": scaler.stds, "weights": scaler.weights}
         else:
-            out = fi.raw_vector(filled, columns)
+            out = raw_vector(filled, columns)
         definition = {k: s[k] for k in ("path", "format", "id_column", "label_column", "scale")}
         definition.update(columns=mapping, stats=stats)
         version = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]

@@ -12,8 +12,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType
 
-from persona.transform.dec import nearest_center
-from persona.transform.metrics import CRITERIA, choose_k, internal_metrics
+from persona.segmentation.dec import nearest_center
+from persona.segmentation.metrics import CRITERIA, choose_k, internal_metrics
 
 
 def fit_kmeans(vectors: DataFrame, k: int, seed: int, max_iter: int, n_init: int = 1,

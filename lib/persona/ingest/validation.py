@@ -10,7 +10,7 @@ from pyspark.sql.types import DateType, TimestampNTZType, TimestampType
 from pyspark.sql.utils import AnalysisException
 
 from persona.errors import PersonaError
-from persona.sources import DOUBLE, TIMESTAMP, SourceSpec
+from persona.ingest.sources import DOUBLE, TIMESTAMP, SourceSpec
 
 REASON = "_reason"
 SOURCE_FILE = "_source_file"

@@ -12,7 +12,7 @@ import numpy as np
 from pyspark.sql import functions as F
 
 from persona.errors import PersonaError
-from persona.lake import Lake
+from persona.lake.tables import Lake
 
 MODELS_TABLE = "meta/models"
 ENCODER_ARTIFACT = "encoder"

@@ -16,7 +16,7 @@ from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from persona.transform.splits import split_users
+from persona.splits import split_users
 
 SHARE_PREFIXES = ("type_", "cat_", "time_")
 DAYS = {"recency_days", "tenure_days", "mean_gap_days"}
@@ -115,7 +115,7 @@ def standardised_differences(segment_means: dict, population: dict,
     """``{feature: z}`` for one segment; constant features are left out.
 
     ``population`` holds ``mean_<feature>`` and ``std_<feature>`` (see
-    :func:`persona.transform.segments.feature_stats`).
+    :func:`persona.segmentation.profiles.feature_stats`).
     """
     out = {}
     for c in columns:

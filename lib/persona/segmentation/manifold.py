@@ -1,11 +1,14 @@
-"""``segment.manifold: umap``: the embeddings mapped onto a low-dimensional manifold learned by
+"""Distributed mapping onto a learned manifold: a fitted UMAP model applied to every user in
+Spark (pandas UDF).
+
+``segment.manifold: umap``: the embeddings mapped onto a low-dimensional manifold learned by
 UMAP, and K-Means run there (N2D: McConville et al. 2020, "(Not Too) Deep Clustering via
 Clustering the Local Manifold of an Autoencoded Embedding").
 
 The autoencoder compresses the features; UMAP keeps who is near whom in that space and
 pulls dense regions apart, which K-Means needs when segments are not round blobs. UMAP
 learns the manifold from a bounded sample of users on the driver (``segment.umap.sample``);
-every user is then mapped onto it by executors (:func:`persona.transform.manifold.project`),
+every user is then mapped onto it by executors (:func:`project`),
 so that the driver's memory does not grow with the number of users. The fitted model is
 logged to MLflow and listed in meta/models (kind ``umap``, with the encoder it reads).
 """
@@ -18,18 +21,45 @@ import pickle
 import tempfile
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import Iterator
 
 import mlflow
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (DoubleType, LongType, StringType, StructField, StructType,
-                               TimestampType)
+from pyspark.sql.types import (ArrayType, DoubleType, FloatType, LongType, StringType, StructField,
+                               StructType, TimestampType)
 
-from persona.context import StageContext
 from persona.errors import PersonaError
-from persona.registry import MODELS_TABLE
-from persona.transform.manifold import project
+from persona.lake.catalog import MODELS_TABLE
+from persona.runtime.context import StageContext
+
+
+def project(df: DataFrame, model: bytes, column: str = "embedding",
+            output: str = "embedding") -> DataFrame:
+    """Set ``output`` (array<float>) to the coordinates of ``column`` on the manifold of
+    ``model`` (a pickled ``umap.UMAP``).
+
+    The model is broadcast once; each Spark task unpickles it once and maps its partition in
+    Arrow batches, with one numba thread (Spark already runs a task per core).
+    """
+    model_bc = df.sparkSession.sparkContext.broadcast(model)
+
+    @F.pandas_udf(ArrayType(FloatType()))
+    def _project(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        import pickle
+
+        import numba
+
+        numba.set_num_threads(1)
+        reducer = pickle.loads(model_bc.value)
+        for batch in batches:
+            points = np.stack(batch.to_numpy()).astype(np.float32)
+            yield pd.Series(list(reducer.transform(points).astype(np.float32)))
+
+    return df.withColumn(output, _project(F.col(column)))
+
 
 MANIFOLDS = ("none", "umap")
 MANIFOLD_ARTIFACT = "manifold"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from persona.config import Config
 from persona.errors import PersonaError
-from persona.transform.tags import BEHAVIOURS
+from persona.tags.labels import BEHAVIOURS
 
 INPUTS = ("features", "embedding")
 

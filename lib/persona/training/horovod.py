@@ -2,7 +2,7 @@
 
 :func:`run_on_ranks` is the one distributed-training interface (a DataFrame and a
 per-rank function in, rank 0's result out). :func:`train_autoencoder` and
-:func:`persona.tagging.train_classifier` are built on it, so another distributor could
+:func:`persona.tags.classifier.train_classifier` are built on it, so another distributor could
 be put beside Horovod without touching the stages.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from persona.model import AutoencoderSpec, build_autoencoder
+from persona.training.autoencoder import AutoencoderSpec, build_autoencoder
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""DEC / IDEC refinement: the pre-trained encoder fine-tuned with the clustering loss, trained
+"""Deep embedded clustering math (Xie et al. 2016): soft assignments, the sharpened target
+distribution, and the final hard assignment of every user in Spark.
+
+DEC / IDEC refinement: the pre-trained encoder fine-tuned with the clustering loss, trained
 by Horovod ranks launched on Spark, each reading its own Petastorm shard (as pre-training).
 
 The clustering layer holds the centres, initialised from K-Means on the embeddings. Each
@@ -9,16 +12,63 @@ the whole data set every ``update_interval`` steps, not per mini-batch: each ran
 Q on its shard, and the frequencies and the count of points that changed cluster are
 summed across ranks (allreduce). Training stops when fewer than ``tol`` of the points
 changed cluster between two updates, or after ``max_steps``.
-"""
+
+
+``segment.method: dec|idec``: refine the encoder and the K-Means centres with the clustering
+loss, register the refined encoder, and embed every user with it."""
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
-from pyspark.sql import DataFrame, SparkSession
+import mlflow
+import numpy as np
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
-from persona.training import init_rank, run_on_ranks, steps_per_epoch
+from persona.errors import PersonaError
+from persona.lake.catalog import (ENCODER_ARTIFACT, MODELS_TABLE, current_encoder, load_encoder,
+                                  save_encoder)
+from persona.runtime.context import StageContext
+from persona.training.horovod import init_rank, run_on_ranks, steps_per_epoch
+from persona.training.inference import encode
+
+
+def soft_assignment(z: np.ndarray, centers: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """q_ij: Student's t kernel between embedding i and centre j, normalised over j."""
+    d2 = ((z[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)
+    q = (1.0 + d2 / alpha) ** (-(alpha + 1.0) / 2.0)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def target_distribution(q: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
+    """p_ij ∝ q_ij² / f_j, where f_j = Σ_i q_ij over the whole data set (all ranks)."""
+    weight = q ** 2 / frequencies[None, :]
+    return weight / weight.sum(axis=1, keepdims=True)
+
+
+def label_change(previous: np.ndarray | None, current: np.ndarray) -> int:
+    """How many points changed cluster since the last update (all of them the first time)."""
+    return len(current) if previous is None else int((previous != current).sum())
+
+
+def nearest_center(column: str, centers: list[list[float]]) -> Column:
+    """0-based index of the centre nearest to the array ``column`` (the argmax of q)."""
+    def squared(center):
+        diffs = F.zip_with(F.col(column), F.array(*[F.lit(float(v)) for v in center]),
+                           lambda a, b: (a - b) * (a - b))
+        return F.aggregate(diffs, F.lit(0.0).cast("double"), lambda acc, x: acc + x)
+
+    # Structs compare field by field: the smallest (distance, index) pair wins.
+    pairs = F.array(*[F.struct(squared(c).alias("d"), F.lit(j).alias("j"))
+                      for j, c in enumerate(centers)])
+    return F.array_min(pairs).getField("j").cast("int")
+
 
 METHODS = ("dec", "idec")
 
@@ -65,7 +115,7 @@ def _refine_rank(converter, input_dim: int, architecture: str, weights: list,
     import horovod.tensorflow as hvd
     import numpy as np
 
-    from persona.transform.dec import label_change, soft_assignment, target_distribution
+    from persona.segmentation.dec import label_change, soft_assignment, target_distribution
 
     _, tf = init_rank(spec.seed, spec.threads_per_proc)
     start = time.time()
@@ -210,3 +260,110 @@ def refine(spark: SparkSession, features: DataFrame, architecture: str, weights:
     return run_on_ranks(spark, rows, _refine_rank,
                         (input_dim, architecture, weights, centers, spec), num_proc, cache_url,
                         spec.seed)
+
+
+SEGMENT_METHODS = ("kmeans", "gmm", *METHODS)
+
+
+def segment_method(config) -> str:
+    """``segment.method``: kmeans (default), gmm (a Gaussian mixture), or dec / idec (K-Means
+    refined with the encoder)."""
+    return config.choice("segment.method", SEGMENT_METHODS, "kmeans")
+
+
+def dec_spec(config, method: str) -> DecSpec:
+    """``segment.dec.*`` (defaults as in the IDEC paper), checked."""
+    defaults = DecSpec(method=method)
+    spec = DecSpec(
+        method=method,
+        alpha=config.number("segment.dec.alpha", defaults.alpha),
+        gamma=config.number("segment.dec.gamma", defaults.gamma),
+        optimizer=config.get("segment.dec.optimizer", defaults.optimizer),
+        learning_rate=config.number("segment.dec.learning_rate", defaults.learning_rate),
+        batch_size=config.integer("segment.dec.batch_size", defaults.batch_size, minimum=1),
+        update_interval=config.integer("segment.dec.update_interval", defaults.update_interval,
+                                       minimum=1),
+        max_steps=config.integer("segment.dec.max_steps", defaults.max_steps, minimum=0),
+        tol=config.number("segment.dec.tol", defaults.tol),
+        decoder_epochs=config.integer("segment.dec.decoder_epochs", defaults.decoder_epochs,
+                                      minimum=0),
+        seed=config.integer("segment.seed", defaults.seed),
+        threads_per_proc=config.integer("train.threads_per_proc", defaults.threads_per_proc,
+                                        minimum=0),
+    )
+    if spec.optimizer not in ("adam", "sgd"):
+        raise PersonaError(f"segment.dec.optimizer must be adam or sgd, got {spec.optimizer!r}")
+    for key, value in (("alpha", spec.alpha), ("learning_rate", spec.learning_rate)):
+        if value <= 0:
+            raise PersonaError(f"segment.dec.{key} must be > 0, got {value}")
+    if spec.gamma < 0 or not 0 <= spec.tol < 1:
+        raise PersonaError("segment.dec.gamma must be >= 0 and segment.dec.tol in [0, 1)")
+    return spec
+
+
+def _version(pretrained: str, method: str, centers: list, weights: list) -> str:
+    digest = hashlib.sha1(json.dumps([pretrained, method, centers]).encode())
+    for w in weights:
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()[:12]
+
+
+def _register(ctx: StageContext, version: str, spec: DecSpec, result, feature_set: str,
+              input_dim: int) -> None:
+    """The refined encoder as an artifact of this run, listed in meta/models once."""
+    with tempfile.TemporaryDirectory() as tmp:
+        save_encoder(tmp, result.encoder_json, result.encoder_weights, spec)
+        mlflow.log_artifacts(tmp, ENCODER_ARTIFACT)
+    models = ctx.lake.read(MODELS_TABLE)
+    if models.where(F.col("model_version") == version).limit(1).count():
+        return
+    entry = Row(model_version=version, kind=spec.method,
+                created_at=datetime.now(timezone.utc).replace(tzinfo=None),
+                model_uri=f"runs:/{ctx.run_id}/{ENCODER_ARTIFACT}",
+                feature_set_version=feature_set, input_dim=input_dim,
+                latent_dim=len(result.centers[0]),
+                final_loss=float(result.history[-1].get("kl", 0.0)))
+    ctx.lake.append(ctx.spark.createDataFrame([entry]), MODELS_TABLE)
+
+
+def refine_segments(ctx: StageContext, method: str, centers: list[list[float]],
+                    embedded_with: str, features: DataFrame,
+                    cache_url: str) -> tuple[DataFrame, list[list[float]], str]:
+    """Refine, starting from the K-Means ``centers`` of the embeddings of ``embedded_with``,
+    on ``features`` (silver/user_features), with Petastorm's cache under ``cache_url``.
+
+    Returns the users' refined embeddings (user_id, embedding; persisted), the refined
+    centres, and the refined encoder's version.
+    """
+    ref = current_encoder(ctx.lake, ctx.config.get("model.uri", None))
+    if ref.version != embedded_with:
+        raise PersonaError(f"gold/user_embeddings were made by encoder {embedded_with}, the "
+                           f"current encoder is {ref.version}: run `persona embed` first")
+    architecture, weights = load_encoder(ref.uri)
+    features = features.select("user_id", "features", "feature_set_version")
+    spec = dec_spec(ctx.config, method)
+    num_proc = ctx.config.integer("train.num_proc", 2, minimum=1)
+    ctx.log.info("%s refinement of encoder %s and %d centres on %d Horovod ranks", method,
+                 ref.version, len(centers), num_proc)
+    mlflow.log_params({f"dec.{k}": v for k, v in spec.to_dict().items()})
+    result = refine(ctx.spark, features, architecture, weights, centers, spec, num_proc,
+                    cache_url)
+    for entry in result.history:
+        mlflow.log_metrics({f"dec.{k}": v for k, v in entry.items() if k != "step"},
+                           step=entry["step"])
+    ctx.metric("dec_steps", result.steps)
+    ctx.metric("dec_converged", int(result.converged))
+    ctx.metric("dec_seconds", round(result.seconds, 2))
+    ctx.log.info("%s: %d steps, %s (%.1f s in Horovod)", method, result.steps,
+                 "converged" if result.converged else "stopped at segment.dec.max_steps",
+                 result.seconds)
+
+    first = features.select("features", "feature_set_version").first()
+    version = _version(ref.version, method, result.centers, result.encoder_weights)
+    _register(ctx, version, spec, result, first["feature_set_version"],
+              len(first["features"]))
+    mlflow.set_tag("refined_encoder_version", version)
+    space = (encode(features.select("user_id", "features"), result.encoder_json,
+                    result.encoder_weights)
+             .select("user_id", "embedding").persist(StorageLevel.MEMORY_AND_DISK))
+    return space, result.centers, version

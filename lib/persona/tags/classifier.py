@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
-from persona.training import (distributed_adam, init_rank, rank_callbacks, run_on_ranks,
-                              steps_per_epoch)
+from persona.training.horovod import (distributed_adam, init_rank, rank_callbacks, run_on_ranks,
+                                      steps_per_epoch)
 
 
 @dataclass
