@@ -12,12 +12,12 @@ segment with K-Means and evaluate (which also fits the baselines: K-Means on the
 PCA to the latent size + K-Means), then segment and evaluate again with K-Means on the UMAP
 manifold of the embeddings, with DEC and with IDEC. k is the number of classes. The table
 gives ACC, NMI and ARI as mean ± standard deviation over the seeds, and the wall time of
-each method (the autoencoder methods include training and embedding).
+each method (the autoencoder methods include training and embedding). The run is written to
+benchmarks/results/ as JSON; ``benchmarks/render.py`` puts it in docs/results.md.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,6 +29,7 @@ import pandas as pd
 from persona.config import Config
 from persona.logs import setup_logging
 from persona.pipeline import run_single
+from record import write_result
 
 METHODS = {"raw_kmeans": "K-Means on pixels", "pca_kmeans": "PCA + K-Means",
            "kmeans": "AE + K-Means", "umap": "AE + UMAP + K-Means", "dec": "DEC",
@@ -127,9 +128,9 @@ def _scores(metrics: dict, method: str, seconds: float) -> dict:
             "ari": metrics[f"{method}.ari"], "seconds": seconds}
 
 
-def table(all_results: dict[str, dict[str, list[dict]]]) -> str:
-    lines = [f"{'data set':<8} {'method':<18} {'seeds':>5} {'ACC':>15} {'NMI':>15} "
-             f"{'ARI':>15} {'wall s':>8}"]
+def summary(all_results: dict[str, dict[str, list[dict]]]) -> dict:
+    """The results as one table: ACC, NMI and ARI as [mean, sd] over seeds, mean wall time."""
+    rows = []
     for name, results in all_results.items():
         for method, runs in results.items():
             if not runs:
@@ -138,10 +139,21 @@ def table(all_results: dict[str, dict[str, list[dict]]]) -> str:
             for key in ("acc", "nmi", "ari"):
                 values = [r[key] for r in runs]
                 spread = statistics.stdev(values) if len(values) > 1 else 0.0
-                cells.append(f"{statistics.mean(values):.4f} ± {spread:.4f}")
+                cells.append([round(statistics.mean(values), 4), round(spread, 4)])
             seconds = statistics.mean(r["seconds"] for r in runs)
-            lines.append(f"{name:<8} {METHODS[method]:<18} {len(runs):>5} "
-                         + " ".join(f"{c:>15}" for c in cells) + f" {seconds:>8.1f}")
+            rows.append([name, METHODS[method], len(runs), *cells, round(seconds, 1)])
+    return {"title": "ACC, NMI, ARI (mean ± sd over seeds) and wall seconds per run",
+            "columns": ["data set", "method", "seeds", "ACC", "NMI", "ARI", "wall s"],
+            "rows": rows}
+
+
+def text(spec: dict) -> str:
+    lines = [f"{'data set':<8} {'method':<18} {'seeds':>5} {'ACC':>15} {'NMI':>15} "
+             f"{'ARI':>15} {'wall s':>8}"]
+    for name, method, seeds, *cells, seconds in spec["rows"]:
+        lines.append(f"{name:<8} {method:<18} {seeds:>5} "
+                     + " ".join(f"{f'{m:.4f} ± {s:.4f}':>15}" for m, s in cells)
+                     + f" {seconds:>8.1f}")
     lines.append("published, full MNIST (70,000): ACC " + ", ".join(
         f"{METHODS[m]} {v:.1%}" for m, v in PUBLISHED_MNIST_ACC.items()))
     return "\n".join(lines)
@@ -176,11 +188,11 @@ def main() -> None:
     setup_logging()
     start = time.time()
     all_results = {name: run_dataset(args, name) for name in args.datasets}
-    report = table(all_results)
-    with open(os.path.join(args.out, "results.json"), "w", encoding="utf-8") as fh:
-        json.dump({"args": vars(args), "results": all_results}, fh, indent=2)
-    print(f"\n{report}\n\n({time.time() - start:.0f} s in all; per-run numbers in "
-          f"{args.out}/results.json)")
+    spec = summary(all_results)
+    print(f"\n{text(spec)}\n\n({time.time() - start:.0f} s in all)")
+    write_result("clustering", [spec], time.time() - start,
+                 {"settings": {k: v for k, v in vars(args).items() if k != "out"},
+                  "runs": all_results})
 
 
 if __name__ == "__main__":

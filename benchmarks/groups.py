@@ -11,8 +11,9 @@ variance per group), appends the weighted event sequence when the set has it, tr
 autoencoder of ``train.*`` in this process (the train stage runs the same network under
 Horovod; one process keeps the sweep short), clusters the embeddings with K-Means (k = the
 planted segments) and prints the ARI against the planted segments, mean ± sd over the seeds,
-next to K-Means on the scaled features themselves. The table goes to the driver: this is a
-benchmark on tens of thousands of users, not a stage.
+next to K-Means on the scaled features themselves, and writes the run to benchmarks/results/
+as JSON (``benchmarks/render.py`` puts it in docs/results.md). The table goes to the driver:
+this is a benchmark on tens of thousands of users, not a stage.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from persona.runtime.spark import get_spark
 from persona.stages.features import feature_groups, sequence_shape
 from persona.stages.train import spec_from_config
 from persona.training.autoencoder import build_autoencoder
+from record import write_result
 
 BASE = ["behaviour", "event_mix", "category", "time", "profile"]
 SETS = {
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     out = os.path.abspath(args.out)
+    start = time.time()
     config = Config.load(args.conf, [f"lake.root={out}/lake", *args.overrides])
     spark = get_spark(config)
     truth = (spark.read.csv(os.path.join(out, "data", "truth.csv"), header=True)
@@ -95,19 +98,27 @@ def main() -> None:
     planted = np.array(features.select("planted").toPandas()["planted"])
     k = len(set(planted))
     print(f"{len(planted)} users, {k} planted segments, train.hidden="
-          f"{config.get('train.hidden', [])}, {args.seeds} seeds")
+          f"{config.get('train.hidden')}, {args.seeds} seeds")
     print(f"{'groups':<24}{'K-Means on features':>20}{'AE + K-Means':>20}{'s/seed':>8}")
+    rows = []
     for name, names in SETS.items():
         x, sequence = matrix(features, groups, shape, names)
         raw = adjusted_rand_score(planted, KMeans(k, n_init=4, random_state=0).fit_predict(x))
-        start, scores = time.time(), []
+        begin, scores = time.time(), []
         for seed in range(args.seeds):
             z = embed(x, config, sequence, seed)
             labels = KMeans(k, n_init=4, random_state=seed).fit_predict(z)
             scores.append(adjusted_rand_score(planted, labels))
-        spread = statistics.pstdev(scores)
-        print(f"{name:<24}{raw:>20.3f}{statistics.mean(scores):>14.3f} ± {spread:.3f}"
-              f"{(time.time() - start) / args.seeds:>8.0f}", flush=True)
+        mean, spread = statistics.mean(scores), statistics.pstdev(scores)
+        seconds = (time.time() - begin) / args.seeds
+        rows.append([name, round(raw, 4), [round(mean, 4), round(spread, 4)], round(seconds, 1)])
+        print(f"{name:<24}{raw:>20.3f}{mean:>14.3f} ± {spread:.3f}{seconds:>8.0f}", flush=True)
+    write_result("groups", [{
+        "title": f"{len(planted):,} users, {k} planted segments, train.hidden = "
+                 f"{config.get('train.hidden')}: ARI against the planted segments",
+        "columns": ["groups", "K-Means on the features", "AE + K-Means (mean ± sd)",
+                    "s per seed"],
+        "rows": rows}], time.time() - start, {"seeds": args.seeds, "overrides": args.overrides})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ by how many events a user has, and the wall time of every stage. For scale, it a
 what a supervised classifier reaches on the same features: multinomial logistic regression
 (MLlib) trained on 70% of the users with their planted segment, scored on the other 30%;
 no segmentation can be expected to do much better than that. Scoring reads only small
-contingency tables, counted in Spark.
+contingency tables, counted in Spark. The run is written to benchmarks/results/ as JSON
+(``benchmarks/render.py`` puts it in docs/results.md).
 """
 from __future__ import annotations
 
@@ -27,13 +28,18 @@ from persona.logs import setup_logging
 from persona.pipeline import run_pipeline
 from persona.runtime.spark import get_spark
 from persona.segmentation.metrics import contingency, external_metrics
+from record import write_result
 
 ACTIVITY_BANDS = [(1, 10), (10, 20), (20, None)]  # events per user: [low, high)
 
 
-def scores(df: DataFrame, predicted: str) -> str:
-    return "   ".join(f"{name.upper()} {value:.3f}" for name, value in
-                      external_metrics(contingency(df, "planted", predicted)).items())
+def scores(df: DataFrame, predicted: str) -> dict[str, float]:
+    return {name: round(value, 4) for name, value in
+            external_metrics(contingency(df, "planted", predicted)).items()}
+
+
+def line(label: str, users: int, metrics: dict[str, float]) -> list:
+    return [label, users, metrics["ari"], metrics["nmi"], metrics["acc"]]
 
 
 def supervised_reference(features: DataFrame, truth: DataFrame, seed: int) -> DataFrame:
@@ -72,23 +78,32 @@ def main() -> None:
              .select("user_id", F.col("segment").cast("int").alias("planted")))
     features = lake.read("silver/user_features")
     found = lake.read("gold/user_segments").join(truth, "user_id")
-    print(f"\nplanted segments, {counts['users']} users, {counts['events']} events "
-          f"(generated in {generated:.0f} s)")
-    print(f"  segments:   {scores(found, 'segment')}")
+    rows = [line("all users", found.count(), scores(found, "segment"))]
     if "n_events" in features.columns:  # built by the behaviour group
         active = found.join(features.select("user_id", "n_events"), "user_id")
         for low, high in ACTIVITY_BANDS:
             band = active.where(F.col("n_events") >= low)
             if high:
                 band = band.where(F.col("n_events") < high)
-            label = f"{low}-{high - 1}" if high else f"{low}+"
-            print(f"    users with {label:>5} events ({band.count():>7}): "
-                  f"{scores(band, 'segment')}")
+            label = f"{low} to {high - 1} events" if high else f"{low} or more events"
+            rows.append(line(f"users with {label}", band.count(), scores(band, "segment")))
     reference = supervised_reference(features, truth, args.seed)
-    print(f"  supervised reference (logistic regression, 30% held out): "
-          f"{scores(reference, 'prediction')}")
-    for stage, metrics in results.items():
-        print(f"  {stage:<9} {metrics['wall_seconds']:8.1f} s")
+    rows.append(line("supervised reference (logistic regression, 30% held out)",
+                     reference.count(), scores(reference, "prediction")))
+    recovery = {"title": f"{counts['users']:,} users, {counts['events']:,} events: "
+                         "segments against the planted truth",
+                "columns": ["users", "count", "ARI", "NMI", "ACC"], "rows": rows}
+    times = {"title": "Wall seconds per stage",
+             "columns": ["generate", *results],
+             "rows": [[round(generated, 1),
+                       *(round(m["wall_seconds"], 1) for m in results.values())]]}
+    for row in rows:
+        print(f"  {row[0]:<60} {row[1]:>7}  ARI {row[2]:.3f}  NMI {row[3]:.3f}  "
+              f"ACC {row[4]:.3f}")
+    print("  " + ", ".join(f"{c} {v:.1f} s" for c, v in zip(times["columns"],
+                                                             times["rows"][0])))
+    write_result("planted", [recovery, times], time.time() - start,
+                 {"generated": counts, "seed": args.seed, "overrides": args.overrides})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
-"""One SparkSession for the whole test session, and helpers to build configurations."""
+"""One SparkSession for the whole test session, helpers to build configurations, and the
+test tiers: every test carries exactly one of the markers of setup.cfg (unit, stage, e2e),
+usually from its module's ``pytestmark``."""
 from __future__ import annotations
 
 import os
@@ -40,6 +42,26 @@ def make_config(tmp: str, **sections) -> Config:
     for key, value in sections.items():
         data[key] = value
     return Config(data)
+
+
+TIERS = ("unit", "stage", "e2e")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Refuse a test (outside tests/integration) without exactly one tier marker, before
+    ``-m`` selects a tier, so that no test silently falls out of every tier."""
+    wrong = []
+    for item in items:
+        if "integration" in item.nodeid.split("/")[:-1]:
+            continue
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid} ({', '.join(tiers) or 'no tier'})")
+    if wrong:
+        raise pytest.UsageError(
+            "every test needs exactly one tier marker (pytestmark = pytest.mark.unit, stage "
+            "or e2e at the top of its module): " + "; ".join(wrong))
 
 
 @pytest.fixture(scope="session")

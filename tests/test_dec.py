@@ -8,9 +8,11 @@ from persona.config import Config
 from persona.errors import PersonaError
 from persona.lake.tables import Lake
 from persona.pipeline import run_single
-from persona.segmentation.dec import (dec_spec, label_change, nearest_center, segment_method,
-                                      soft_assignment, target_distribution)
+from persona.segmentation.dec import (label_change, nearest_center, soft_assignment,
+                                      target_distribution)
 from tests.conftest import make_config
+
+pytestmark = pytest.mark.stage
 
 
 def test_soft_assignment_by_hand():
@@ -51,16 +53,15 @@ def test_nearest_center(spark):
 
 @pytest.mark.parametrize("key, value, message", [
     ("method", "spectral", "segment.method must be one of kmeans, gmm, dec, idec"),
-    ("dec.optimizer", "rmsprop", "segment.dec.optimizer must be adam or sgd"),
+    ("dec.optimizer", "rmsprop", "segment.dec.optimizer must be one of adam, sgd"),
     ("dec.alpha", 0, "segment.dec.alpha must be > 0"),
-    ("dec.tol", 1.5, "segment.dec.tol in"),
+    ("dec.tol", 1.5, r"segment.dec.tol must be in \[0, 1\)"),
     ("dec.update_interval", 0, "segment.dec.update_interval must be >= 1"),
 ])
 def test_configuration_errors(key, value, message):
     config = Config({"segment": {"method": "idec"}})
-    config.set(f"segment.{key}", value)
     with pytest.raises(PersonaError, match=message):
-        dec_spec(config, segment_method(config))
+        config.set(f"segment.{key}", value)
 
 
 def test_dec_cannot_use_a_registered_model(tmp_path):

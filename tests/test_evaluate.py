@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import yaml
 from pyspark.sql import functions as F
 
 from persona.errors import PersonaError
@@ -12,10 +13,14 @@ from persona.features.external import settings
 from persona.lake.tables import Lake
 from persona.runtime.context import run_stage
 from persona.segmentation import metrics as m
-from persona.segmentation.models import MixtureSpec, SampleMixture, plot_k_selection, select_k
+from persona.segmentation.models import (MixtureSpec, NearestCenters, SampleMixture, Segmenter,
+                                         check_segments, plot_k_selection, segment_sizes,
+                                         select_k)
 from persona.segmentation.profiles import with_vector
 from persona.stages import PIPELINE, enabled, evaluate, features
 from tests.conftest import make_config
+
+pytestmark = pytest.mark.stage
 
 # Two clusters of two points: centroids (0, 1) and (4, 1), every point 1 from its centroid.
 SQUARE = [("a", [0.0, 0.0], 0), ("b", [0.0, 2.0], 0), ("c", [4.0, 0.0], 1), ("d", [4.0, 2.0], 1)]
@@ -105,9 +110,10 @@ def test_select_k_finds_three_blobs_and_plots(spark, tmp_path):
     df = spark.createDataFrame(blobs(20, [(0, 0), (6, 0), (0, 6)]),
                                "user_id string, embedding array<float>, truth int")
     vectors = with_vector(df).persist()
-    chosen = select_k(vectors, [2, 3, 4], "davies_bouldin", seed=1, max_iter=20, n_init=1,
-                      total=60, sample_size=100)
-    assert chosen.model.getK() == 3
+    chosen = select_k(vectors, [2, 3, 4], "davies_bouldin",
+                      Segmenter("kmeans", 2, seed=1, max_iter=20, n_init=1), total=60,
+                      sample_size=100)
+    assert chosen.model.k == 3
     assert chosen.best_by == {"silhouette": 3, "davies_bouldin": 3, "calinski_harabasz": 3}
     assert chosen.scores[3]["silhouette"] > chosen.scores[2]["silhouette"]
     path = tmp_path / "k.png"
@@ -121,15 +127,15 @@ def test_select_k_on_a_sample_assigns_every_point(spark):
     vectors = with_vector(spark.createDataFrame(
         rows, "user_id string, embedding array<float>, truth int")).persist()
     sample = np.array([x for _, x, _ in rows[::2]])
-    chosen = select_k(vectors, [2, 3, 4], "silhouette", seed=1, max_iter=20, n_init=2,
+    chosen = select_k(vectors, [2, 3, 4], "silhouette",
+                      Segmenter("kmeans", 2, seed=1, max_iter=20, n_init=2, sample_size=30),
                       total=60, sample_size=100, sample=sample)
-    assert chosen.model.getK() == 3 and chosen.best_by["silhouette"] == 3
+    assert chosen.model.k == 3 and chosen.best_by["silhouette"] == 3
     assigned = chosen.model.transform(vectors).select("truth", "segment").distinct().collect()
     assert len(assigned) == 3  # each blob one segment, every point assigned
     assert chosen.scores[3]["cost"] == pytest.approx(
-        sum(min(((np.array(x) - c) ** 2).sum() for c in chosen.model.clusterCenters())
+        sum(min(((np.array(x) - c) ** 2).sum() for c in chosen.model.centers)
             for x in sample))
-
 
 
 def test_select_k_with_a_mixture(spark):
@@ -138,12 +144,60 @@ def test_select_k_with_a_mixture(spark):
     vectors = with_vector(spark.createDataFrame(
         rows, "user_id string, embedding array<float>, truth int")).persist()
     sample = np.array([x for _, x, _ in rows])
-    chosen = select_k(vectors, [2, 3, 4], "silhouette", seed=1, max_iter=20, n_init=2,
-                      total=60, sample_size=100, sample=sample, mixture=MixtureSpec())
+    mixture = Segmenter("gmm", 2, seed=1, max_iter=20, n_init=2, sample_size=60,
+                        mixture=MixtureSpec())
+    chosen = select_k(vectors, [2, 3, 4], "silhouette", mixture, total=60, sample_size=100,
+                      sample=sample)
     assert isinstance(chosen.model, SampleMixture) and chosen.best_by["silhouette"] == 3
     assert "cost" not in chosen.scores[3]  # a mixture is fitted by likelihood, not cost
     assigned = chosen.model.transform(vectors).groupBy("truth", "segment").count().collect()
     assert sorted(r["count"] for r in assigned) == [20, 20, 20]  # each blob one segment
+
+
+def test_segments_assign_nearest_centres_and_count_the_empty_ones(spark):
+    """Centres (0, 0), (10, 0) and (100, 100): the four points fall in the first two."""
+    df = spark.createDataFrame([("a", [3.0, 4.0]), ("b", [0.0, 1.0]), ("c", [10.0, 2.0]),
+                                ("d", [13.0, 4.0])], "user_id string, embedding array<double>")
+    model = NearestCenters(np.array([[0.0, 0.0], [10.0, 0.0], [100.0, 100.0]]))
+    assigned = model.transform(df)
+    assert {r["user_id"]: (r["segment"], r["distance"]) for r in assigned.collect()} == {
+        "a": (0, 5.0), "b": (0, 1.0), "c": (1, 2.0), "d": (1, 5.0)}
+    sizes = segment_sizes(assigned)
+    assert sizes == {0: 2, 1: 2}
+    check_segments("segment.method=kmeans", 2, sizes)  # two asked, two made
+    with pytest.raises(PersonaError) as error:
+        check_segments("segment.method=gmm", 3, sizes)
+    assert str(error.value) == ("segment.method=gmm made 2 non-empty segment(s) of the k=3 "
+                                "asked for: use a smaller segment.k or another segment.method")
+
+
+def test_segmenter_settings_survive_the_record():
+    mixture = Segmenter("gmm", 7, seed=3, max_iter=20, n_init=2, sample_size=500,
+                        mixture=MixtureSpec(covariance="full"))
+    assert Segmenter.from_dict(mixture.to_dict()) == mixture
+    kmeans = Segmenter("kmeans", 4, seed=3, max_iter=20, n_init=5)
+    assert Segmenter.from_dict(kmeans.to_dict()) == kmeans
+
+
+def test_segment_stops_when_it_makes_fewer_segments_than_asked(spark, tmp_path, capsys):
+    """Six users on two distinct points: K-Means asked for 3 segments makes 2."""
+    from persona.cli import main
+
+    config = make_config(str(tmp_path), segment={"k": 3, "seed": 7, "max_iter": 10})
+    lake = Lake(spark, config.path_of("lake.root"))
+    points = [[0.0, 0.0]] * 3 + [[5.0, 5.0]] * 3
+    lake.overwrite(spark.createDataFrame(
+        [(f"u{i}", p, "enc1", "fs1") for i, p in enumerate(points)],
+        "user_id string, embedding array<float>, model_version string, "
+        "feature_set_version string"), "gold/user_embeddings")
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(config.data))
+    assert main(["segment", "--conf", str(conf)]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[-1] == ("persona: error: segment.method=kmeans made 2 non-empty segment(s) "
+                         "of the k=3 asked for: use a smaller segment.k or another "
+                         "segment.method")
+    assert not lake.exists("gold/user_segments")
 
 
 # --- bring-your-own features --------------------------------------------------------------

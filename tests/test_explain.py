@@ -4,6 +4,7 @@ import os
 
 import mlflow
 import pytest
+from pyspark.sql import functions as F
 
 from persona.lake.tables import Lake
 from persona.runtime.context import StageContext
@@ -11,6 +12,8 @@ from persona.runtime.tracking import stage_run
 from persona.segmentation import explain as ex
 from persona.stages import segment
 from tests.conftest import make_config
+
+pytestmark = pytest.mark.stage
 
 
 def test_values_read_in_their_own_units():
@@ -42,6 +45,39 @@ def test_standardised_differences_skip_constant_features():
         "spend 200 vs 100 overall (+2.0 sd)", "weekend share 10% vs 30% overall (-1.0 sd)"]
     assert ex.ranked({"text_0": 3.0, "monetary": -2.0, "cat_books": 2.0}) == [
         "cat_books", "monetary"]
+
+
+def test_channel_shares_read_as_shares():
+    assert ex.feature_label("channel_mobile_app") == "mobile app channel share"
+    assert ex.format_value("channel_web", 0.25) == "25%"
+    assert ex.name_phrases({"channel_web": 1.0, "cat_books": 0.5}) == ["web channel", "books"]
+
+
+def test_readable_columns_leave_out_text_and_sequence_groups():
+    columns = ["monetary", "topic_a", "topic_b", "cat_books", "text_7", "x1"]
+    groups = {"behaviour": ["monetary"], "text": ["topic_a", "topic_b"], "sequence": [],
+              "category": ["cat_books"]}
+    assert ex.readable_columns(columns, groups) == ["monetary", "cat_books", "x1"]
+    # an imported table has no groups: only learned text dimensions by name are left out
+    assert ex.readable_columns(columns, {}) == ["monetary", "topic_a", "topic_b",
+                                                "cat_books", "x1"]
+
+
+def test_description_in_the_data_units():
+    population = {"mean_monetary": 100.0, "std_monetary": 50.0,
+                  "mean_time_weekend": 0.3, "std_time_weekend": 0.2,
+                  "mean_n_events": 5.0, "std_n_events": 2.0,
+                  "mean_text_0": 0.0, "std_text_0": 0.1}
+    means = {"monetary": 200.0, "time_weekend": 0.1, "n_events": 6.0, "text_0": 0.3}
+    z = ex.standardised_differences(means, population,
+                                    ["monetary", "time_weekend", "n_events", "text_0"])
+    top, description = ex.describe(means, population, z, top=2)
+    # text_0 is furthest (+3 sd) but has no meaning to read
+    assert description == "high spend (200 vs 100), low weekend share (10% vs 30%)"
+    assert top == [
+        {"feature": "monetary", "segment_mean": 200.0, "population_mean": 100.0, "z": 2.0},
+        {"feature": "time_weekend", "segment_mean": 0.1, "population_mean": 0.3,
+         "z": pytest.approx(-1.0)}]
 
 
 def test_names_take_the_strongest_phrase_of_each_family():
@@ -138,3 +174,34 @@ def test_segment_profiles_carry_names_rules_and_fidelity(spark, tmp_path):
     assert profiles[0]["rules"][0]["precision"] == 1.0
     artifacts = mlflow.artifacts.list_artifacts(run_id=run.info.run_id)
     assert "surrogate_tree.json" in {os.path.basename(a.path) for a in artifacts}
+
+
+def test_segment_profiles_read_only_columns_with_a_meaning(spark, tmp_path):
+    """A text-vector column (listed in the text group of the features' metadata) that
+    separates the segments more than any other (z = 1 against 0.99) is left out of names,
+    descriptions, highlights and rules; its statistics stay in feature_z."""
+    config = make_config(str(tmp_path))
+    lake = Lake(spark, config.path_of("lake.root"))
+    users = spark.createDataFrame([(*u, 5.0 if u[3] == 0 else -5.0) for u in _users()],
+                                  ["user_id", "time_weekend", "monetary", "segment", "topic"])
+    groups = [{"name": "time", "columns": ["time_weekend"]},
+              {"name": "behaviour", "columns": ["monetary"]},
+              {"name": "text", "columns": ["topic"]}]
+    features = users.drop("segment").withColumn(
+        "features", F.array("time_weekend", "monetary", "topic").alias(
+            "features", metadata={"groups": groups}))
+    lake.overwrite(features, "silver/user_features")
+    ctx = StageContext(config, spark, lake, logging.getLogger("test"))
+    with stage_run(config, "segment") as run:
+        ctx.run_id = run.info.run_id
+        profiles = {r["segment"]: r for r in segment._profiles(
+            ctx, users.select("user_id", "segment"), "v1").collect()}
+    # weekend share: 0.878 vs 0.528 (+0.99 sd); spend: 39.5 vs 318.5 (-0.99 sd)
+    assert profiles[0]["description"] == "high weekend share (88% vs 53%), low spend (40 vs 318)"
+    assert [f["feature"] for f in profiles[0]["top_features"]] == ["time_weekend", "monetary"]
+    assert profiles[0]["name"] == "weekend, low spend"
+    assert profiles[1]["name"] == "weekday, high spend"
+    for p in profiles.values():
+        assert not any("topic" in h for h in p["highlights"])
+        assert not any("topic" in r["rule"] for r in p["rules"])
+    assert profiles[0]["feature_z"]["topic"] == pytest.approx(1.0)

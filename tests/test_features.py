@@ -6,6 +6,8 @@ import pytest
 
 from persona.features import build as fx
 
+pytestmark = pytest.mark.unit
+
 AS_OF = datetime(2025, 1, 10)
 EVENT_COLUMNS = ["user_id", "event_time", "event_type", "category", "amount", "quantity",
                  "session_id"]
@@ -239,8 +241,28 @@ def test_invalid_group_weights_are_a_clear_error(weights):
     from persona.errors import PersonaError
     from persona.stages.features import _group_weights
 
-    ctx = SimpleNamespace(config=Config({"features": {"group_weights": weights}}))
-    with pytest.raises(PersonaError, match="features.group_weights must map groups"):
-        _group_weights(ctx)
+    with pytest.raises(PersonaError, match="features.group_weights must be a mapping of groups"):
+        Config({"features": {"group_weights": weights}})
+    ctx = SimpleNamespace(config=Config({}))
     ctx.config.set("features.group_weights", {"text": 0.5, "sequence": 2})
     assert _group_weights(ctx) == {"text": 0.5, "sequence": 2.0}
+
+
+def test_level_columns_never_collide_with_buckets_or_each_other():
+    assert fx.level_columns("attr_plan", ["other", "missing", "Other", "gold"],
+                            ("attr_plan_other", "attr_plan_missing")) == [
+        "attr_plan_other_2", "attr_plan_missing_2", "attr_plan_other_3", "attr_plan_gold"]
+    assert fx.level_columns("type", ["View", "view"]) == ["type_view", "type_view_2"]
+
+
+def test_profile_levels_named_other_and_missing_keep_their_own_columns(spark):
+    users = spark.createDataFrame(
+        [("u1", "other"), ("u2", "missing"), ("u3", "gold"), ("u4", None)],
+        "user_id string, plan string")
+    rows = by_user(fx.profile_attributes(users, {"plan": ["other", "missing"]}, []))
+    one_hot = {u: [r["attr_plan_other_2"], r["attr_plan_missing_2"], r["attr_plan_other"],
+                   r["attr_plan_missing"]] for u, r in rows.items()}
+    assert one_hot == {"u1": [1.0, 0.0, 0.0, 0.0],   # the level "other"
+                       "u2": [0.0, 1.0, 0.0, 0.0],   # the level "missing"
+                       "u3": [0.0, 0.0, 1.0, 0.0],   # a level not kept: the other bucket
+                       "u4": [0.0, 0.0, 0.0, 1.0]}   # no value: the missing bucket

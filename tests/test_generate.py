@@ -15,6 +15,8 @@ from sklearn.preprocessing import StandardScaler
 from persona.errors import PersonaError
 from persona.generate import generate
 
+pytestmark = pytest.mark.unit
+
 COLUMNS = {
     "users": ["user_id", "signup_date", "age", "gender", "country", "plan"],
     "events": ["user_id", "event_time", "event_type", "item_id", "category", "quantity",

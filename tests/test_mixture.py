@@ -11,8 +11,10 @@ from persona.errors import PersonaError
 from persona.lake.tables import Lake
 from persona.pipeline import run_single
 from persona.segmentation.models import (MixtureSpec, fit_sample_kmeans, fit_sample_mixture,
-                                         mixture_from_fit, mixture_spec)
+                                         mixture_from_fit)
 from tests.conftest import make_config
+
+pytestmark = pytest.mark.stage
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def test_assignment_matches_scikit_learn_in_any_coordinates(stripes, covariance)
     reference = GaussianMixture(3, covariance_type=covariance, random_state=1).fit(moved)
     model = mixture_from_fit(reference, center, transform, 0.0)
     np.testing.assert_array_equal(model.predict(points), reference.predict(moved))
-    np.testing.assert_allclose(model.clusterCenters() @ transform,
+    np.testing.assert_allclose(model.centers @ transform,
                                reference.means_ + center @ transform)
 
 
@@ -53,8 +55,9 @@ def test_spark_assignment_matches_numpy(spark, stripes):
     model = fit_sample_mixture(points, 2, seed=7, n_init=1, spec=MixtureSpec())
     df = spark.createDataFrame([(i, p.tolist()) for i, p in enumerate(points)],
                                "i int, embedding array<double>").repartition(3)
-    got = {r["i"]: r["segment"] for r in model.transform(df).collect()}
-    assert [got[i] for i in range(len(points))] == model.predict(points).tolist()
+    got = {r["i"]: (r["segment"], r["distance"]) for r in model.transform(df).collect()}
+    assert [got[i][0] for i in range(len(points))] == model.predict(points).tolist()
+    assert got[0][1] == pytest.approx(np.linalg.norm(points[0] - model.means[got[0][0]]))
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -64,13 +67,9 @@ def test_spark_assignment_matches_numpy(spark, stripes):
     ("gmm.max_iter", 0, "segment.gmm.max_iter must be >= 1"),
 ])
 def test_configuration_errors(key, value, message):
-    from persona.segmentation.dec import segment_method
-
     config = Config({"segment": {"method": "gmm"}})
-    config.set(f"segment.{key}", value)
     with pytest.raises(PersonaError, match=message):
-        segment_method(config)
-        mixture_spec(config)
+        config.set(f"segment.{key}", value)
 
 
 def test_gmm_does_not_go_with_a_registered_model(tmp_path):
@@ -112,6 +111,13 @@ def test_gmm_segments_separate_the_stripes(spark, tmp_path, stripes):
     assert scores["persona.ari"] == 1.0
     assert scores["raw_kmeans.ari"] < 0.1 and scores["pca_kmeans.ari"] < 0.1
     assert scores["persona.stability.ari_mean"] == 1.0
+    # evaluate refits what segment fitted (meta/models), whatever segment.method says now:
+    # K-Means refitted here would cut across the stripes.
+    recorded = lake.read("meta/models").where("kind = 'segments'").collect()
+    assert [(r["latent_dim"], r["input_model_version"]) for r in recorded] == [(2, "enc1")]
+    config.set("segment.method", "kmeans")
+    assert run_single("evaluate", config)["persona.stability.ari_mean"] == 1.0
+    config.set("segment.method", "gmm")
 
     again = run_single("segment", config)
     assert again["rows_updated"] == 0 and again["rows_inserted"] == 0

@@ -5,6 +5,8 @@ import pytest
 
 from persona.training.autoencoder import AutoencoderSpec, build_autoencoder
 
+pytestmark = pytest.mark.unit
+
 DENSE, STEPS, STEP = 6, 4, 3
 
 
@@ -46,10 +48,9 @@ def test_unknown_sequence_encoder_is_a_clear_error():
     from persona.errors import PersonaError
     from persona.stages.train import spec_from_config
 
-    config = Config({"train": {"sequence_encoder": "lstm"}})
     with pytest.raises(PersonaError, match="train.sequence_encoder must be one of gru, conv"):
-        spec_from_config(config, 10, (2, 3))
-    config.set("train.sequence_encoder", "conv")
+        Config({"train": {"sequence_encoder": "lstm"}})
+    config = Config({"train": {"sequence_encoder": "conv"}})
     spec = spec_from_config(config, 10, (2, 3))
     assert (spec.sequence_steps, spec.sequence_step_size, spec.sequence_encoder) == (2, 3, "conv")
 

@@ -2,9 +2,12 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.test_tag import portrait_run
+
+pytestmark = pytest.mark.e2e
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "notebooks", "explore_run.ipynb")
 

@@ -19,6 +19,8 @@ from persona.runtime.tracking import tracking_uri
 from persona.stages.features import feature_columns, feature_groups, sequence_shape
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.e2e
+
 USERS = 1000
 
 
@@ -89,7 +91,9 @@ def test_planted_segments_are_recovered(demo):
     ari = adjusted_rand_score(merged["segment_x"], merged["segment_y"])
     print(f"ARI against planted segments at {USERS} users: {ari:.3f}")
     assert len(merged) == len(found)
-    assert ari >= 0.55  # K-Means on the raw scaled features reaches about 0.65 here
+    # The engine reached 0.87 here when this bound was set; K-Means on the raw scaled
+    # features reaches about 0.65.
+    assert ari >= 0.84
 
 
 def test_segment_profiles_describe_every_segment(demo):

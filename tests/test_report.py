@@ -15,8 +15,10 @@ from PIL import Image
 from persona.report import charts
 from persona.report.page import Page, SegmentCard, TagCard, render
 from persona.runtime.tracking import tracking_uri
-from persona.stages.report import REPORT, _direction, top_features
+from persona.stages.report import REPORT, highlighted, top_features
 from tests.test_tag import portrait_run
+
+pytestmark = pytest.mark.e2e
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -38,9 +40,14 @@ def test_top_features_take_each_segments_strongest():
     assert top_features(profiles, per_segment=2, limit=2) == ["c", "a"]
 
 
-def test_highlights_point_up_or_down():
-    assert _direction("spend 200 vs 100 overall (+2.0 sd)") == 1.0
-    assert _direction("weekend share 10% vs 30% overall (-1.0 sd)") == -1.0
+def test_highlights_carry_their_standardised_difference():
+    # Ranked by |z|, learned text dimensions left out: b (-2.5), then a (+1.2).
+    profile = {"highlights": ["weekend share 10% vs 30% overall (-2.5 sd)",
+                              "spend 200 vs 100 overall (+1.2 sd)"],
+               "feature_z": {"a": 1.2, "b": -2.5, "c": 0.3, "text_0": 9.0}}
+    assert highlighted(profile) == [("weekend share 10% vs 30% overall (-2.5 sd)", -2.5),
+                                    ("spend 200 vs 100 overall (+1.2 sd)", 1.2)]
+    assert highlighted({"highlights": None, "feature_z": None}) == []
 
 
 def test_pca_puts_the_main_direction_first():

@@ -27,6 +27,8 @@ from persona.tags import labels as tx
 from persona.tags.spec import tag_specs
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.e2e
+
 USERS = 500
 TAGS = {
     "plan": {"attribute": "plan", "epochs": 30, "patience": 4},

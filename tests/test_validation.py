@@ -5,6 +5,8 @@ from persona.errors import PersonaError
 from persona.ingest.sources import SourceSpec, configured_sources
 from persona.ingest.validation import REASON, SOURCE_FILE, accepted, rejected, validate
 
+pytestmark = pytest.mark.unit
+
 RAW_COLUMNS = ["uid", "ts", "kind", "price", "qty"]
 RAW_ROWS = [
     ("u1", "2025-01-02 10:00:00", "purchase", "10.5", "2"),   # good
@@ -109,3 +111,18 @@ def test_unmapped_optional_columns_are_read_by_name(spark):
                                 "user_id string, event_time string, text string, rating string")
     good = accepted(validate(raw.withColumn(SOURCE_FILE, F.lit("f")), spec), spec).first()
     assert (good["text"], good["rating"]) == ("nice", 4.0)
+
+
+def test_raw_columns_that_collide_once_delta_safe_keep_apart(spark):
+    from persona.ingest.validation import raw_names
+
+    assert raw_names(["user id", "user_id", "User_ID", "_reason"], (REASON,)) == [
+        "user_id", "user_id_2", "User_ID_3", "_reason_2"]
+    raw = spark.createDataFrame(
+        [("u1", "x", "2025-01-02 10:00:00", "view", "why", "f.csv")],
+        ["user_id", "user id", "event_time", "event_type", REASON, SOURCE_FILE])
+    bad = validate(raw, SourceSpec.from_config("events", {
+        "path": "unused", "reject": [{"reason": "all", "when": "true"}]}))
+    assert rejected(bad).first().asDict() == {
+        "user_id": "u1", "user_id_2": "x", "event_time": "2025-01-02 10:00:00",
+        "event_type": "view", "_reason_2": "why", SOURCE_FILE: "f.csv", REASON: "all"}

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
 
-from persona.errors import PersonaError
+from persona.errors import DEBUG_ENV, PersonaError, short_message
 from persona.logs import get_logger, setup_logging
 from persona.stages import STAGES
 
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run every stage in order, then print the segments")
     _add_conf_args(run)
+    _add_conf_args(sub.add_parser(
+        "config", help="print the effective configuration (defaults filled in), checked"))
     for name, module in STAGES.items():
         _add_conf_args(sub.add_parser(name, help=module.HELP))
     return parser
@@ -57,7 +61,9 @@ def _pipeline(args: argparse.Namespace) -> None:
     from persona.pipeline import run_pipeline, run_single
 
     config = Config.load(args.conf, args.overrides)
-    if args.command == "run":
+    if args.command == "config":
+        print(config.to_yaml(), end="")
+    elif args.command == "run":
         run_pipeline(config)
     else:
         run_single(args.command, config)
@@ -72,9 +78,25 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _pipeline(args)
     except PersonaError as exc:
+        _debug_trace()
         print(f"persona: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # no traceback reaches the user unless asked for
+        hint = "" if _debug_trace() else f" (run with {DEBUG_ENV}=1 for the full trace)"
+        print(f"persona: error: {short_message(exc)}{hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("persona: interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def _debug_trace() -> bool:
+    """Print the traceback of the exception being handled when ``PERSONA_DEBUG`` is set."""
+    if os.environ.get(DEBUG_ENV, "") in ("", "0"):
+        return False
+    traceback.print_exc()
+    return True
 
 
 if __name__ == "__main__":

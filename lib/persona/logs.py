@@ -7,13 +7,16 @@ import sys
 import warnings
 
 # Environment inherited by Spark's Python workers and Horovod ranks, so that
-# TensorFlow start-up messages and pyarrow deprecations stay out of the console.
+# TensorFlow start-up messages, pyarrow deprecations, Horovod's and MLflow's progress
+# lines stay out of the console.
 QUIET_ENV = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
     "TF_ENABLE_ONEDNN_OPTS": "0",
     "PYTHONWARNINGS": "ignore",
     "GIT_PYTHON_REFRESH": "quiet",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "HOROVOD_LOG_LEVEL": "error",
 }
 
 _FORMAT = "%(asctime)s persona %(name)s | %(message)s"
@@ -29,12 +32,25 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a message is logged (pytest and
+    notebooks replace it), never on a stream closed since."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Log ``persona.*`` messages to stderr as one line each."""
     quiet_libraries()
     root = logging.getLogger("persona")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT, datefmt="%H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(level)

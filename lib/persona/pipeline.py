@@ -37,18 +37,35 @@ def run_pipeline(config: Config) -> dict[str, dict]:
 def summary(config: Config, results: dict[str, dict]) -> str:
     """The segments (size, what distinguishes each) and where to look next."""
     lake = Lake(get_spark(config), config.path_of("lake.root"))
-    rows = lake.read("gold/segment_profiles").orderBy("segment").collect()
-    total = sum(r["size"] for r in rows)
-    lines = ["", f"Persona: {total} users in {len(rows)} segments", ""]
-    for r in rows:
-        lines.append(f"  segment {r['segment']:>2}  {r['size']:>8} users ({r['share']:6.1%})  "
-                     f"{r['description']}")
-    times = ", ".join(f"{name} {res['wall_seconds']:.0f}s" for name, res in results.items())
+    profiles = [r.asDict() for r in lake.read("gold/segment_profiles").orderBy("segment")
+                .select("segment", "size", "share", "description").collect()]
+    times = {name: res["wall_seconds"] for name, res in results.items()}
+    return summary_text(profiles, times, lake.root, tracking_uri(config))
+
+
+def mlflow_hint(uri: str) -> str:
+    """Where to open the runs: the local UI (``make mlflow-ui``) for a local SQLite or file
+    store, else the tracking server itself."""
+    if uri.startswith(("sqlite:", "file:")):
+        return f"make mlflow-ui  → http://127.0.0.1:5000  ({uri})"
+    return uri
+
+
+def summary_text(profiles: list[dict], times: dict[str, float], lake_root: str,
+                 uri: str) -> str:
+    """The run summary: one line per segment that has users (``profiles``: rows of
+    gold/segment_profiles), the stage times, the lake and the MLflow runs."""
+    present = [p for p in profiles if p["size"] > 0]
+    total = sum(p["size"] for p in present)
+    lines = ["", f"Persona: {total} users in {len(present)} segments", ""]
+    for p in present:
+        lines.append(f"  segment {p['segment']:>2}  {p['size']:>8} users ({p['share']:6.1%})  "
+                     f"{p['description']}")
     lines += [
         "",
-        f"  stage times: {times}",
-        f"  lake:        {lake.root}  (gold/user_segments, gold/segment_profiles, ...)",
-        f"  MLflow:      make mlflow-ui  → http://127.0.0.1:5000  ({tracking_uri(config)})",
+        f"  stage times: {', '.join(f'{name} {s:.0f}s' for name, s in times.items())}",
+        f"  lake:        {lake_root}  (gold/user_segments, gold/segment_profiles, ...)",
+        f"  MLflow:      {mlflow_hint(uri)}",
         "",
     ]
     return "\n".join(lines)

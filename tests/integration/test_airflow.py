@@ -6,13 +6,14 @@ import time
 
 import pytest
 
+from persona.stages import PIPELINE
 from tests.integration.conftest import (AIRFLOW_BIN, BIN, CLUSTER_CONF, DIST, JARS, ROOT, TIMINGS,
                                         job_env, lake_settings, lake_summary, require_package,
                                         run_logged, tail)
 
 DAG_ID = "persona_pipeline"
 LOGICAL_DATE = "2025-02-01"
-STAGES = ["ingest", "features", "train", "embed", "segment"]
+STAGES = list(PIPELINE)
 TIMEOUT = 1800
 
 # Runs in Airflow's virtualenv: parse the dags folder and describe what came out.
@@ -103,7 +104,8 @@ def test_dags_test_runs_every_stage_for_the_logical_date(home, data, mlflow_serv
     }
     start = time.time()
     airflow(["dags", "test", DAG_ID, LOGICAL_DATE, "-c", json.dumps(conf)], env, log, TIMEOUT)
-    TIMINGS[f"airflow dags test {DAG_ID} {LOGICAL_DATE} (5 spark-submits, local[2])"] = \
+    TIMINGS[f"airflow dags test {DAG_ID} {LOGICAL_DATE} ({len(STAGES)} spark-submits, "
+            f"local[2])"] = \
         time.time() - start
     submitted = [line for line in log.read_text(errors="replace").splitlines()
                  if "Spark-Submit cmd:" in line]

@@ -1,4 +1,6 @@
-"""Configuration: a YAML file, overridden by ``--set key=value`` with dotted keys."""
+"""Configuration: a YAML file, overridden by ``--set key=value`` with dotted keys, parsed once
+into the typed settings of :mod:`persona.config.schema` (defaults filled in, every key and
+value checked)."""
 from __future__ import annotations
 
 import copy
@@ -7,21 +9,23 @@ from typing import Any, Iterable
 
 import yaml
 
+from persona.config.fields import parse, split_key, suggestion, to_data
+from persona.config.schema import Settings
 from persona.errors import PersonaError
-
-_MISSING = object()
 
 
 class Config:
-    """A nested mapping read from YAML, addressed with dotted keys (``train.epochs``)."""
+    """The validated configuration, addressed with dotted keys (``train.epochs``)."""
 
     def __init__(self, data: dict | None = None, path: str | None = None):
-        self.data = copy.deepcopy(data or {})
+        self._given = copy.deepcopy(data or {})
         self.path = path
+        self.settings: Settings = parse(Settings, self._given)
 
     @classmethod
     def load(cls, path: str, overrides: Iterable[str] = ()) -> "Config":
-        """Read ``path`` and apply ``key=value`` overrides (values parsed as YAML)."""
+        """Read ``path`` and apply ``key=value`` overrides (values parsed as YAML; ``null``
+        removes the key, which takes its default again)."""
         try:
             with open(path, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh) or {}
@@ -31,72 +35,64 @@ class Config:
             raise PersonaError(f"configuration {path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise PersonaError(f"configuration {path} must be a mapping at the top level")
-        config = cls(data, path)
         for item in overrides:
             key, sep, raw = item.partition("=")
-            if not sep or not key:
+            if not sep or not key.strip():
                 raise PersonaError(f"--set expects key=value, got {item!r}")
-            config.set(key.strip(), yaml.safe_load(raw) if raw != "" else "")
-        return config
+            _assign(data, split_key(Settings, key.strip()),
+                    yaml.safe_load(raw) if raw != "" else "")
+        return cls(data, path)
 
-    def get(self, key: str, default: Any = _MISSING) -> Any:
-        node: Any = self.data
-        for part in key.split("."):
-            if isinstance(node, dict) and part in node:
+    @property
+    def data(self) -> dict:
+        """The effective configuration as plain data, defaults filled in."""
+        return to_data(self.settings)
+
+    def get(self, key: str) -> Any:
+        """The value of a dotted key (a section is its typed settings)."""
+        node: Any = self.settings
+        walked = []
+        for part in split_key(Settings, key):
+            if node is None:  # inside a section that is not set
+                return None
+            if isinstance(node, dict):
+                if part not in node:
+                    return None
                 node = node[part]
-            elif default is _MISSING:
-                raise PersonaError(f"configuration key {key} is missing")
+            elif hasattr(node, "__dataclass_fields__") and part in node.__dataclass_fields__:
+                node = getattr(node, part)
             else:
-                return default
+                known = getattr(node, "__dataclass_fields__", {})
+                prefix = ".".join(walked)
+                raise PersonaError(f"unknown configuration key {key}"
+                                   f"{suggestion(part, known, f'{prefix}.' if prefix else '')}")
+            walked.append(part)
         return node
 
     def set(self, key: str, value: Any) -> None:
-        node = self.data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[parts[-1]] = value
+        """Set a dotted key (``None`` removes it) and check the whole configuration again."""
+        given = copy.deepcopy(self._given)
+        _assign(given, split_key(Settings, key), value)
+        self.settings = parse(Settings, given)
+        self._given = given
 
     def section(self, key: str) -> dict:
-        value = self.get(key, {})
-        if not isinstance(value, dict):
-            raise PersonaError(f"configuration key {key} must be a mapping")
-        return value
+        """A section as plain data, without the entries that are not set."""
+        return {k: v for k, v in to_data(self.get(key)).items() if v is not None}
 
-    def integer(self, key: str, default: Any = _MISSING, minimum: int | None = None) -> int:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise PersonaError(f"configuration key {key} must be an integer, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise PersonaError(f"configuration key {key} must be >= {minimum}, got {value}")
-        return value
-
-    def number(self, key: str, default: Any = _MISSING) -> float:
-        value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PersonaError(f"configuration key {key} must be a number, got {value!r}")
-        return float(value)
-
-    def choice(self, key: str, choices, default: Any = _MISSING) -> str:
-        """A value that must be one of ``choices``."""
-        value = self.get(key, default)
-        if value not in choices:
-            raise PersonaError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def path_of(self, key: str, default: Any = _MISSING) -> str:
+    def path_of(self, key: str) -> str:
         """A path or URI from the configuration; local relative paths become absolute."""
-        return resolve_path(str(self.get(key, default)))
+        value = self.get(key)
+        if not value:
+            raise PersonaError(f"configuration key {key} is missing")
+        return resolve_path(str(value))
 
     def flat(self) -> dict[str, Any]:
         """Every leaf as ``dotted.key: value`` (for logging parameters)."""
         out: dict[str, Any] = {}
 
         def walk(prefix: str, node: Any) -> None:
-            if isinstance(node, dict):
+            if isinstance(node, dict) and node:
                 for k, v in node.items():
                     walk(f"{prefix}.{k}" if prefix else str(k), v)
             else:
@@ -104,6 +100,26 @@ class Config:
 
         walk("", self.data)
         return out
+
+    def to_yaml(self) -> str:
+        """The effective configuration as YAML."""
+        return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def _assign(data: dict, parts: list[str], value: Any) -> None:
+    """Set ``parts`` (a split dotted key) in the nested mapping ``data``; None removes it."""
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            if value is None:
+                return
+            child = node[part] = {}
+        node = child
+    if value is None:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
 
 
 def resolve_path(path: str) -> str:

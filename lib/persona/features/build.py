@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -33,6 +34,22 @@ IMPUTE_METHODS = ("regression", "mean")
 def level_name(value: str) -> str:
     """A column-safe, lower-case version of a category or attribute level."""
     return re.sub(r"[^0-9a-z]+", "_", str(value).lower()).strip("_") or "blank"
+
+
+def level_columns(prefix: str, levels: list[str], taken: tuple[str, ...] = ()) -> list[str]:
+    """``<prefix>_<level_name>`` for each level, unique: a name already ``taken`` (by a
+    bucket such as ``<prefix>_other``) or given to an earlier level (``Pro`` and ``pro``)
+    gets ``_2``, ``_3``, ... appended."""
+    used, names = set(taken), []
+    for level in levels:
+        name = base = f"{prefix}_{level_name(level)}"
+        suffix = 1
+        while name in used:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def top_values(df: DataFrame, column: str, n: int) -> list[str]:
@@ -80,7 +97,8 @@ def _level_shares(events: DataFrame, column: str, levels: list[str], prefix: str
     """Share of each user's events with a ``column`` value that have each of ``levels``."""
     total = F.count(F.lit(1))
     return events.where(F.col(column).isNotNull()).groupBy("user_id").agg(*[
-        _share(F.col(column) == v, total).alias(f"{prefix}_{level_name(v)}") for v in levels])
+        _share(F.col(column) == v, total).alias(name)
+        for v, name in zip(levels, level_columns(prefix, levels))])
 
 
 def event_mix(events: DataFrame, event_types: list[str]) -> DataFrame:
@@ -115,7 +133,8 @@ def profile_attributes(users: DataFrame, categorical: dict[str, list[str]],
     """Numeric attributes (missing → population mean, with a flag) and one-hot levels.
 
     ``categorical`` maps each attribute to the levels kept; other values fall into
-    ``_other`` and missing ones into ``_missing``.
+    ``_other`` and missing ones into ``_missing`` (a level of that name gets a suffix, see
+    :func:`level_columns`).
     """
     users = users.dropDuplicates(["user_id"])
     cols: list[Column] = [F.col("user_id")]
@@ -124,11 +143,12 @@ def profile_attributes(users: DataFrame, categorical: dict[str, list[str]],
         cols.append(F.col(name).isNull().cast("double").alias(f"attr_{name}_missing"))
     for name, levels in categorical.items():
         value = F.col(name)
-        for level in levels:
-            cols.append((value == level).cast("double").alias(f"attr_{name}_{level_name(level)}"))
-        cols.append((value.isNotNull() & ~value.isin(levels)).cast("double")
-                    .alias(f"attr_{name}_other"))
-        cols.append(value.isNull().cast("double").alias(f"attr_{name}_missing"))
+        other, missing = f"attr_{name}_other", f"attr_{name}_missing"
+        for level, column in zip(levels, level_columns(f"attr_{name}", levels,
+                                                       (other, missing))):
+            cols.append((value == level).cast("double").alias(column))
+        cols.append((value.isNotNull() & ~value.isin(levels)).cast("double").alias(other))
+        cols.append(value.isNull().cast("double").alias(missing))
     out = users.select(*cols)
     if numeric:
         means = out.agg(*[F.avg(f"attr_{n}").alias(n) for n in numeric]).first().asDict()
@@ -160,8 +180,10 @@ def impute(df: DataFrame, means: dict[str, float],
     ``imputation`` where it has one, else with their mean from ``means``; every other column
     (counts and shares) with 0."""
     if imputation is not None and imputation.models:
-        df = df.select(*[F.coalesce(F.col(c), imputation.prediction(c)).alias(c)
-                         if c in imputation.models else F.col(c) for c in df.columns])
+        predicted = "_predicted"
+        df = df.withColumn(predicted, imputation.predictions()).select(*[
+            F.coalesce(F.col(c), F.col(predicted)[c]).alias(c) if c in imputation.models
+            else F.col(c) for c in df.columns])
     levels = {c: float(m or 0.0) for c, m in means.items() if MEAN_IMPUTED.match(c)}
     return df.fillna(levels).fillna(0.0)
 
@@ -176,15 +198,23 @@ class Imputation:
     models: dict[str, tuple[float, list[float]]]  # column -> (intercept, weight per predictor)
     r2: dict[str, float]
 
-    def prediction(self, column: str) -> Column:
-        intercept, weights = self.models[column]
-        value = F.lit(intercept)
-        for name, weight in zip(self.predictors, weights):
-            if weight:
-                value = value + F.lit(weight) * Scaler._pre(name)
-        if column in LOG_COLUMNS:  # back from the signed-log space
-            value = F.signum(value) * F.expm1(F.abs(value))
-        return value
+    def predictions(self) -> Column:
+        """Every model's prediction, a struct with one field per column, computed as one
+        matrix product per batch of rows: written as Spark expressions, the terms (columns
+        times predictors) would make generated code beyond the JVM's 64 KB method limit."""
+        targets = list(self.models)
+        intercepts = np.array([self.models[t][0] for t in targets])
+        weights = np.array([self.models[t][1] for t in targets]).T  # predictors x targets
+        logged = np.array([t in LOG_COLUMNS for t in targets])
+
+        def predict(x: pd.DataFrame) -> pd.DataFrame:
+            value = intercepts + x.to_numpy(dtype=float) @ weights
+            back = value[:, logged]  # back from the signed-log space
+            value[:, logged] = np.sign(back) * np.expm1(np.abs(back))
+            return pd.DataFrame(value, columns=targets)
+
+        udf = F.pandas_udf(predict, ", ".join(f"`{t}` double" for t in targets))
+        return udf(F.struct(*[Scaler._pre(p).alias(p) for p in self.predictors]))
 
 
 def _merge_moments(parts):

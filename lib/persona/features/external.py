@@ -5,8 +5,6 @@ silver/user_features (and its labels, if any, silver/user_labels), in place of i
 feature engineering on raw sources."""
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 
 import mlflow
@@ -18,6 +16,7 @@ from pyspark.sql.utils import AnalysisException
 
 from persona.errors import PersonaError
 from persona.features.build import Scaler
+from persona.lake.versions import content_version
 from persona.runtime.context import StageContext
 
 RESERVED = ("user_id", "features", "feature_set_version", "as_of", "label")
@@ -94,36 +93,22 @@ def raw_vector(df: DataFrame, columns: list[str], output: str = "features") -> D
 
 
 LABELS_TABLE = "silver/user_labels"
-FORMATS = ("parquet", "delta", "csv")
-SCALES = ("standard", "none")
 
 
 def configured(config) -> bool:
     """Whether ``features.input.path`` is set."""
-    return bool(config.get("features.input.path", None))
+    return bool(config.get("features.input.path"))
 
 
 def settings(config) -> dict:
-    """``features.input.*``, checked, with defaults."""
-    fmt = str(config.get("features.input.format", "parquet")).lower()
-    if fmt not in FORMATS:
-        raise PersonaError(f"features.input.format must be one of {', '.join(FORMATS)}, "
-                           f"got {fmt!r}")
-    id_column = config.get("features.input.id_column", None)
-    if not id_column:
-        raise PersonaError("features.input.id_column is missing: name the column that "
-                           "identifies each user")
-    scale = config.choice("features.input.scale", SCALES, "standard")
-    columns = config.get("features.input.columns", None)
-    if columns is not None and (not isinstance(columns, list) or not columns):
-        raise PersonaError("features.input.columns must be a non-empty list of column names")
-    options = {"header": "true", "inferSchema": "true"} if fmt == "csv" else {}
+    """``features.input.*`` as the import reads them."""
+    given = config.get("features.input")
+    options = {"header": "true", "inferSchema": "true"} if given.format == "csv" else {}
     options.update({k: str(v).lower() if isinstance(v, bool) else str(v)
-                    for k, v in (config.get("features.input.options", None) or {}).items()})
-    return {"path": config.path_of("features.input.path"), "format": fmt,
-            "id_column": str(id_column), "label_column": config.get(
-                "features.input.label_column", None), "columns": columns, "scale": scale,
-            "options": options}
+                    for k, v in given.options.items()})
+    return {"path": config.path_of("features.input.path"), "format": given.format,
+            "id_column": given.id_column, "label_column": given.label_column,
+            "columns": given.columns, "scale": given.scale, "options": options}
 
 
 def import_features(ctx: StageContext, table: str) -> None:
@@ -161,7 +146,7 @@ def import_features(ctx: StageContext, table: str) -> None:
             out = raw_vector(filled, columns)
         definition = {k: s[k] for k in ("path", "format", "id_column", "label_column", "scale")}
         definition.update(columns=mapping, stats=stats)
-        version = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
+        version = content_version(definition, sort_keys=True)
         partitions = int(ctx.spark.conf.get("spark.sql.shuffle.partitions"))
         silver = (out.select("user_id", *columns, "features")
                   .withColumn("feature_set_version", F.lit(version))

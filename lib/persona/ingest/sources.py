@@ -1,9 +1,12 @@
 """Canonical input sources: their columns, and how a configuration maps raw columns onto them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from persona.config import resolve_path
+from persona.config.fields import parse
+from persona.config.schema import Rule, Source
 from persona.errors import PersonaError
 
 STRING, DOUBLE, TIMESTAMP = "string", "double", "timestamp"
@@ -29,15 +32,6 @@ CANONICAL: dict[str, dict[str, tuple[str, bool]]] = {
         "rating": (DOUBLE, False),
     },
 }
-FORMATS = ("csv", "json", "parquet", "delta")
-
-
-@dataclass
-class Rule:
-    """A quarantine rule: rows where the SQL predicate ``when`` holds are rejected."""
-
-    reason: str
-    when: str
 
 
 @dataclass
@@ -46,56 +40,54 @@ class SourceSpec:
 
     name: str
     path: str
-    format: str = "csv"
-    options: dict[str, Any] = field(default_factory=dict)
+    format: str
+    options: dict[str, Any]
     # canonical name -> raw column name, or {"expr": SQL expression over raw columns}
-    columns: dict[str, Any] = field(default_factory=dict)
-    types: dict[str, str] = field(default_factory=dict)
-    required: tuple[str, ...] = ()
-    timestamp_format: str | None = None
-    rules: list[Rule] = field(default_factory=list)
+    columns: dict[str, Any]
+    types: dict[str, str]
+    required: tuple[str, ...]
+    timestamp_format: str | None
+    rules: list[Rule]  # quarantine rules: rows where ``when`` holds are rejected
 
     @classmethod
     def from_config(cls, name: str, section: dict[str, Any]) -> "SourceSpec":
+        """The source ``sources.<name>`` from its configuration section (checked by the
+        schema, defaults filled in)."""
         if name not in CANONICAL:
             raise PersonaError(
                 f"sources.{name}: unknown source (expected one of {', '.join(CANONICAL)})")
-        if not section.get("path"):
-            raise PersonaError(f"sources.{name}.path is missing")
-        fmt = str(section.get("format", "csv")).lower()
-        if fmt not in FORMATS:
-            raise PersonaError(
-                f"sources.{name}.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        options = {"header": "true"} if fmt == "csv" else {}
+        source = parse(Source, section, f"sources.{name}")
+        options = {"header": "true"} if source.format == "csv" else {}
         options.update({k: str(v).lower() if isinstance(v, bool) else str(v)
-                        for k, v in (section.get("options") or {}).items()})
+                        for k, v in source.options.items()})
 
         canonical = CANONICAL[name]
         types = {col: typ for col, (typ, _) in canonical.items()}
         mapping = {col: col for col, (_, req) in canonical.items() if req}
         if name == "users":
-            attrs = section.get("attributes") or {}
-            for col in attrs.get("categorical") or []:
+            for col in source.attributes.categorical:
                 types[col], mapping[col] = STRING, col
-            for col in attrs.get("numeric") or []:
+            for col in source.attributes.numeric:
                 types[col], mapping[col] = DOUBLE, col
-        mapping.update(section.get("columns") or {})
+        mapping.update(source.columns)
         unknown = sorted(set(mapping) - set(types))
         if unknown:
             raise PersonaError(
                 f"sources.{name}.columns: unknown canonical column(s) {', '.join(unknown)} "
                 f"(expected some of {', '.join(types)})")
-        rules = [Rule(str(r["reason"]), str(r["when"])) for r in section.get("reject") or []]
+        if not source.path:
+            raise PersonaError(f"sources.{name}.path is missing: name the file, folder or glob "
+                               f"to read")
         return cls(
             name=name,
-            path=str(section["path"]),
-            format=fmt,
+            path=resolve_path(source.path),
+            format=source.format,
             options=options,
             columns=mapping,
             types=types,
             required=tuple(c for c, (_, req) in canonical.items() if req),
-            timestamp_format=section.get("timestamp_format"),
-            rules=rules,
+            timestamp_format=source.timestamp_format,
+            rules=source.reject,
         )
 
 

@@ -22,6 +22,21 @@ def safe_name(name: str) -> str:
     return re.sub(r"[ ,;{}()\n\t=]", "_", name)
 
 
+def raw_names(columns: list[str], taken: tuple[str, ...] = ()) -> list[str]:
+    """:func:`safe_name` of each raw column, unique regardless of case (as Delta compares
+    names) among themselves and ``taken``: a name already used gets ``_2``, ``_3``, ..."""
+    used, names = {t.lower() for t in taken}, []
+    for column in columns:
+        name = base = safe_name(column)
+        suffix = 1
+        while name.lower() in used:
+            suffix += 1
+            name = f"{base}_{suffix}"
+        used.add(name.lower())
+        names.append(name)
+    return names
+
+
 def _sql(raw: DataFrame, text: str, problem: str) -> Column:
     """A SQL expression over the raw columns, checked now so a mistake is one clear error."""
     try:
@@ -102,9 +117,10 @@ def validate(raw: DataFrame, spec: SourceSpec) -> DataFrame:
         predicate = _sql(raw, rule.when, f"sources.{spec.name}.reject: invalid condition")
         reasons.append(F.when(F.coalesce(predicate, F.lit(False)), F.lit(rule.reason)))
 
-    raw_cols = [F.col(f"`{c}`").cast("string").alias(safe_name(c)) for c in raw.columns
-                if c != SOURCE_FILE]
+    kept = [c for c in raw.columns if c != SOURCE_FILE]
     canonical_cols = [value.alias(f"__{name}") for name, value in typed.items()]
+    names = raw_names(kept, (SOURCE_FILE, REASON, INGESTED_AT, *[f"__{n}" for n in typed]))
+    raw_cols = [F.col(f"`{c}`").cast("string").alias(n) for c, n in zip(kept, names)]
     reason = F.coalesce(*reasons) if reasons else F.lit(None).cast("string")
     return raw.select(*raw_cols, *canonical_cols, F.col(SOURCE_FILE), reason.alias(REASON))
 

@@ -6,15 +6,24 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import mlflow
 import numpy as np
 from pyspark.sql import functions as F
+from pyspark.sql.types import (DoubleType, LongType, StringType, StructField, StructType,
+                               TimestampType)
 
 from persona.errors import PersonaError
 from persona.lake.tables import Lake
 
 MODELS_TABLE = "meta/models"
+MODELS_SCHEMA = StructType([
+    StructField("model_version", StringType()), StructField("kind", StringType()),
+    StructField("created_at", TimestampType()), StructField("model_uri", StringType()),
+    StructField("feature_set_version", StringType()), StructField("input_dim", LongType()),
+    StructField("latent_dim", LongType()), StructField("final_loss", DoubleType()),
+    StructField("input_model_version", StringType())])
 ENCODER_ARTIFACT = "encoder"
 
 
@@ -25,6 +34,29 @@ class EncoderRef:
     version: str
     uri: str
     feature_set_version: str | None = None
+
+
+def model_entry(spark, model_version: str, kind: str, model_uri: str,
+                feature_set_version: str | None, input_dim: int, latent_dim: int,
+                final_loss: float | None = None, input_model_version: str | None = None):
+    """One meta/models row, created now (UTC): ``input_model_version`` is the model whose
+    output this one reads (a manifold's encoder)."""
+    created = datetime.now(timezone.utc).replace(tzinfo=None)
+    return spark.createDataFrame(
+        [(model_version, kind, created, model_uri, feature_set_version, int(input_dim),
+          int(latent_dim), None if final_loss is None else float(final_loss),
+          input_model_version)], MODELS_SCHEMA)
+
+
+def list_model(lake: Lake, model_version: str, kind: str, model_uri: str, **entry) -> bool:
+    """Append a model to meta/models unless its version is listed already (the same
+    content gives the same version); ``entry`` as for :func:`model_entry`. Returns whether
+    it was added."""
+    if lake.exists(MODELS_TABLE) and lake.read(MODELS_TABLE).where(
+            F.col("model_version") == model_version).limit(1).count():
+        return False
+    lake.append(model_entry(lake.spark, model_version, kind, model_uri, **entry), MODELS_TABLE)
+    return True
 
 
 def save_encoder(directory: str, architecture: str, weights: list, spec) -> None:
@@ -72,17 +104,12 @@ def current_encoder(lake: Lake, uri: str | None = None) -> EncoderRef:
 # ``registry.alias`` (default "champion") marks the version whose output is in the gold tables:
 # embed moves it to the encoder it encoded with, segment to the K-Means model it assigned with.
 
-REGISTRY_DEFAULTS = {"encoder": "persona-encoder", "segments": "persona-kmeans",
-                     "alias": "champion"}
 KMEANS_ARTIFACT = "kmeans_model"
 
 
 def registry_name(config, kind: str) -> str:
     """``registry.encoder``, ``registry.segments`` or ``registry.alias`` from the configuration."""
-    value = config.get(f"registry.{kind}", REGISTRY_DEFAULTS[kind])
-    if not isinstance(value, str) or not value:
-        raise PersonaError(f"registry.{kind} must be a non-empty name, got {value!r}")
-    return value
+    return config.get(f"registry.{kind}")
 
 
 def model_version(uri: str):

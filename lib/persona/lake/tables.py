@@ -4,10 +4,22 @@ from __future__ import annotations
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 
-from persona.errors import PersonaError
+from persona.errors import PersonaError, writing
 
-# Which stage writes each table, for the error a user sees when it is missing.
-_WRITER = {"bronze": "ingest", "quarantine": "ingest", "silver": "features", "meta": "train"}
+# The command that writes each table, named in the error a user sees when it is missing.
+WRITERS = {
+    "silver/user_features": "features", "silver/user_labels": "features",
+    "gold/user_embeddings": "embed", "gold/user_segments": "segment",
+    "gold/segment_profiles": "segment", "gold/user_tags": "tag", "gold/tag_metrics": "tag",
+    "gold/segment_quality": "evaluate", "meta/models": "train",
+}
+# bronze/<source> and quarantine/<source>, one per configured source.
+LAYER_WRITERS = {"bronze": "ingest", "quarantine": "ingest"}
+
+
+def writer(table: str) -> str | None:
+    """The command that writes ``table`` (``layer/name``), None for a table it does not know."""
+    return WRITERS.get(table) or LAYER_WRITERS.get(table.split("/")[0])
 
 
 class Lake:
@@ -26,11 +38,9 @@ class Lake:
 
     def read(self, table: str, version: int | None = None) -> DataFrame:
         if not self.exists(table):
-            layer = table.split("/")[0]
-            stage = _WRITER.get(layer) or {"user_embeddings": "embed"}.get(
-                table.split("/")[-1], "segment")
-            raise PersonaError(
-                f"table {table} not found under lake.root={self.root}: run `persona {stage}` first")
+            stage = writer(table)
+            hint = f": run `persona {stage}` first" if stage else ""
+            raise PersonaError(f"table {table} not found under lake.root={self.root}{hint}")
         reader = self.spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
@@ -47,10 +57,13 @@ class Lake:
         writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
-        writer.save(self.path(table))
+        with writing(table, self.root):
+            writer.save(self.path(table))
 
     def append(self, df: DataFrame, table: str) -> None:
-        df.write.format("delta").mode("append").option("mergeSchema", "true").save(self.path(table))
+        with writing(table, self.root):
+            df.write.format("delta").mode("append").option("mergeSchema", "true").save(
+                self.path(table))
 
     def merge(self, df: DataFrame, table: str, key: str, changed: str) -> dict[str, int]:
         """Upsert ``df`` into ``table`` by ``key``; rows gone from ``df`` are deleted.
@@ -63,14 +76,15 @@ class Lake:
             self.overwrite(df, table)
             return {"inserted": df.count(), "updated": 0, "deleted": 0}
         target = DeltaTable.forPath(self.spark, self.path(table))
-        (
-            target.alias("t")
-            .merge(df.alias("s"), f"t.{key} = s.{key}")
-            .whenMatchedUpdateAll(condition=changed)
-            .whenNotMatchedInsertAll()
-            .whenNotMatchedBySourceDelete()
-            .execute()
-        )
+        with writing(table, self.root):
+            (
+                target.alias("t")
+                .merge(df.alias("s"), f"t.{key} = s.{key}")
+                .whenMatchedUpdateAll(condition=changed)
+                .whenNotMatchedInsertAll()
+                .whenNotMatchedBySourceDelete()
+                .execute()
+            )
         metrics = target.history(1).first()["operationMetrics"]
         return {
             "inserted": int(metrics.get("numTargetRowsInserted", 0)),

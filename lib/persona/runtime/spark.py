@@ -17,7 +17,8 @@ DELTA_SQL_CONF = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
-LOG4J = os.path.join(os.path.dirname(__file__), "log4j2.properties")
+# Spark's own log configuration, shipped in the persona package (and in dist/conf).
+LOG4J = os.path.join(os.path.dirname(os.path.dirname(__file__)), "log4j2.properties")
 
 log = get_logger("spark")
 
@@ -41,7 +42,7 @@ def get_spark(config: Config) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(str(config.get("spark.app_name", "persona")))
+    builder = SparkSession.builder.appName(str(config.get("spark.app_name")))
     given = _submitted_conf() if under_spark_submit() else None
     if given is None:
         builder = _local_builder(builder, config)
@@ -49,7 +50,7 @@ def get_spark(config: Config) -> SparkSession:
         if given is None or not given.contains(key):
             builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(str(config.get("spark.log_level", "ERROR")))
+    spark.sparkContext.setLogLevel(str(config.get("spark.log_level")))
     log.info("Spark %s, master %s, UI at %s", spark.version, spark.sparkContext.master,
              spark.sparkContext.uiWebUrl)
     return spark
@@ -64,7 +65,7 @@ def _submitted_conf() -> SparkConf:
 
 def _local_builder(builder: SparkSession.Builder, config: Config) -> SparkSession.Builder:
     """Master, Python, quiet logs and Delta jars for a session this process launches."""
-    master = str(config.get("spark.master", "local[*]"))
+    master = str(config.get("spark.master"))
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

@@ -15,7 +15,7 @@ log = get_logger("mlflow")
 
 def tracking_uri(config: Config) -> str:
     """The configured URI; a relative SQLite path is made absolute."""
-    uri = str(config.get("mlflow.tracking_uri", "sqlite:///mlflow.db"))
+    uri = str(config.get("mlflow.tracking_uri"))
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
         path = resolve_path(uri[len(prefix):])
@@ -29,11 +29,11 @@ def tracking_uri(config: Config) -> str:
 def use_experiment(config: Config) -> str:
     """Point MLflow at the configured server and experiment; returns the experiment id."""
     mlflow.set_tracking_uri(tracking_uri(config))
-    name = str(config.get("mlflow.experiment", "persona"))
+    name = str(config.get("mlflow.experiment"))
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = config.get("mlflow.artifact_location", None)
+    location = config.get("mlflow.artifact_location")
     if location and "://" not in str(location):
         location = "file://" + resolve_path(str(location))
     return mlflow.create_experiment(name, artifact_location=location)
@@ -51,5 +51,5 @@ def stage_run(config: Config, stage: str) -> Iterator[mlflow.ActiveRun]:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         if not nested:
             log.info("MLflow run %s (%s) in experiment %s", run.info.run_id, stage,
-                     config.get("mlflow.experiment", "persona"))
+                     config.get("mlflow.experiment"))
         yield run

@@ -14,29 +14,18 @@ summed across ranks (allreduce). Training stops when fewer than ``tol`` of the p
 changed cluster between two updates, or after ``max_steps``.
 
 
-``segment.method: dec|idec``: refine the encoder and the K-Means centres with the clustering
-loss, register the refined encoder, and embed every user with it."""
+``segment.method: dec|idec``: the K-Means centres and the encoder refined together with the
+clustering loss (:func:`refine`); users are then assigned to the nearest refined centre."""
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 
-import mlflow
 import numpy as np
-from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, Row, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from persona.errors import PersonaError
-from persona.lake.catalog import (ENCODER_ARTIFACT, MODELS_TABLE, current_encoder, load_encoder,
-                                  save_encoder)
-from persona.runtime.context import StageContext
-from persona.training.horovod import init_rank, run_on_ranks, steps_per_epoch
-from persona.training.inference import encode
+from persona.training.horovod import init_rank, rank_dataset, run_on_ranks, steps_per_epoch
 
 
 def soft_assignment(z: np.ndarray, centers: np.ndarray, alpha: float = 1.0) -> np.ndarray:
@@ -77,18 +66,18 @@ METHODS = ("dec", "idec")
 class DecSpec:
     """Refinement settings, from ``segment.dec.*``."""
 
-    method: str = "idec"
-    alpha: float = 1.0  # degrees of freedom of the Student's t kernel
-    gamma: float = 0.1  # IDEC: weight of the clustering loss beside the reconstruction
-    optimizer: str = "adam"  # adam, or sgd (momentum 0.9)
-    learning_rate: float = 0.001
-    batch_size: int = 256
-    update_interval: int = 140  # steps between two recomputations of P
-    max_steps: int = 10000
-    tol: float = 0.001  # stop when this share of points or fewer changed cluster
-    decoder_epochs: int = 10  # IDEC: epochs fitting a decoder to the frozen encoder first
-    seed: int = 7
-    threads_per_proc: int = 1
+    method: str  # dec or idec
+    alpha: float  # degrees of freedom of the Student's t kernel
+    gamma: float  # IDEC: weight of the clustering loss beside the reconstruction
+    optimizer: str  # adam, or sgd (momentum 0.9)
+    learning_rate: float
+    batch_size: int
+    update_interval: int  # steps between two recomputations of P
+    max_steps: int
+    tol: float  # stop when this share of points or fewer changed cluster
+    decoder_epochs: int  # IDEC: epochs fitting a decoder to the frozen encoder first
+    seed: int
+    threads_per_proc: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,17 +133,12 @@ def _refine_rank(converter, input_dim: int, architecture: str, weights: list,
         q = tf.pow(1.0 + d2 / spec.alpha, -(spec.alpha + 1.0) / 2.0)
         return q / tf.reduce_sum(q, axis=1, keepdims=True)
 
-    def reshape(batch):
-        return tf.reshape(batch.features, [-1, input_dim])
-
     log = (lambda msg: print(f"persona segment | {spec.method} {msg}", file=sys.stderr,
                              flush=True)) if hvd.rank() == 0 else (lambda msg: None)
     epoch_steps = steps_per_epoch(rows, spec.batch_size, hvd.size())
+    columns = {"features": input_dim, "row": None}
 
-    with converter.make_tf_dataset(batch_size=spec.batch_size, cur_shard=hvd.rank(),
-                                   shard_count=hvd.size(), workers_count=1,
-                                   shuffling_queue_capacity=spec.batch_size * 8,
-                                   seed=spec.seed) as stream:
+    with rank_dataset(converter, spec.batch_size, columns, spec.seed) as stream:
         batches = iter(stream)
 
         if decoder is not None and spec.decoder_epochs > 0:
@@ -173,7 +157,7 @@ def _refine_rank(converter, input_dim: int, architecture: str, weights: list,
 
             for epoch in range(spec.decoder_epochs):
                 for s in range(epoch_steps):
-                    loss = warm_step(reshape(next(batches)), epoch == 0 and s == 0)
+                    loss = warm_step(next(batches)[0], epoch == 0 and s == 0)
                 log(f"decoder warm-up epoch {epoch + 1}/{spec.decoder_epochs} "
                     f"reconstruction {float(loss):.5f}")
 
@@ -201,14 +185,11 @@ def _refine_rank(converter, input_dim: int, architecture: str, weights: list,
         def full_pass():
             """Q over this rank's whole shard, sorted by row id."""
             ids, qs = [np.zeros(0, dtype=np.int64)], [np.zeros((0, mu.shape[0]), np.float32)]
-            with converter.make_tf_dataset(batch_size=spec.batch_size * 4,
-                                           cur_shard=hvd.rank(), shard_count=hvd.size(),
-                                           num_epochs=1, workers_count=1,
-                                           shuffle_row_groups=False) as ds:
-                for batch in ds:
-                    z = encoder(reshape(batch), training=False).numpy()
+            with rank_dataset(converter, spec.batch_size * 4, columns, one_pass=True) as ds:
+                for x, row in ds:
+                    z = encoder(x, training=False).numpy()
                     qs.append(soft_assignment(z, mu.numpy(), spec.alpha).astype(np.float32))
-                    ids.append(batch.row.numpy())
+                    ids.append(row.numpy())
             ids, q = np.concatenate(ids), np.concatenate(qs)
             order = np.argsort(ids)
             return ids[order], q[order]
@@ -235,9 +216,9 @@ def _refine_rank(converter, input_dim: int, architecture: str, weights: list,
                     break
             if step >= spec.max_steps:
                 break
-            batch = next(batches)
-            rows_p = p[np.searchsorted(ids, batch.row.numpy())]
-            kl, rec = train_step(reshape(batch), tf.constant(rows_p), step == 0)
+            x, row = next(batches)
+            rows_p = p[np.searchsorted(ids, row.numpy())]
+            kl, rec = train_step(x, tf.constant(rows_p), step == 0)
             step += 1
 
     if hvd.rank() != 0:
@@ -262,108 +243,19 @@ def refine(spark: SparkSession, features: DataFrame, architecture: str, weights:
                         spec.seed)
 
 
-SEGMENT_METHODS = ("kmeans", "gmm", *METHODS)
-
-
-def segment_method(config) -> str:
-    """``segment.method``: kmeans (default), gmm (a Gaussian mixture), or dec / idec (K-Means
-    refined with the encoder)."""
-    return config.choice("segment.method", SEGMENT_METHODS, "kmeans")
-
-
 def dec_spec(config, method: str) -> DecSpec:
-    """``segment.dec.*`` (defaults as in the IDEC paper), checked."""
-    defaults = DecSpec(method=method)
-    spec = DecSpec(
+    """``segment.dec.*`` with ``method`` (dec or idec)."""
+    return DecSpec(
         method=method,
-        alpha=config.number("segment.dec.alpha", defaults.alpha),
-        gamma=config.number("segment.dec.gamma", defaults.gamma),
-        optimizer=config.get("segment.dec.optimizer", defaults.optimizer),
-        learning_rate=config.number("segment.dec.learning_rate", defaults.learning_rate),
-        batch_size=config.integer("segment.dec.batch_size", defaults.batch_size, minimum=1),
-        update_interval=config.integer("segment.dec.update_interval", defaults.update_interval,
-                                       minimum=1),
-        max_steps=config.integer("segment.dec.max_steps", defaults.max_steps, minimum=0),
-        tol=config.number("segment.dec.tol", defaults.tol),
-        decoder_epochs=config.integer("segment.dec.decoder_epochs", defaults.decoder_epochs,
-                                      minimum=0),
-        seed=config.integer("segment.seed", defaults.seed),
-        threads_per_proc=config.integer("train.threads_per_proc", defaults.threads_per_proc,
-                                        minimum=0),
+        alpha=config.get("segment.dec.alpha"),
+        gamma=config.get("segment.dec.gamma"),
+        optimizer=config.get("segment.dec.optimizer"),
+        learning_rate=config.get("segment.dec.learning_rate"),
+        batch_size=config.get("segment.dec.batch_size"),
+        update_interval=config.get("segment.dec.update_interval"),
+        max_steps=config.get("segment.dec.max_steps"),
+        tol=config.get("segment.dec.tol"),
+        decoder_epochs=config.get("segment.dec.decoder_epochs"),
+        seed=config.get("segment.seed"),
+        threads_per_proc=config.get("train.threads_per_proc"),
     )
-    if spec.optimizer not in ("adam", "sgd"):
-        raise PersonaError(f"segment.dec.optimizer must be adam or sgd, got {spec.optimizer!r}")
-    for key, value in (("alpha", spec.alpha), ("learning_rate", spec.learning_rate)):
-        if value <= 0:
-            raise PersonaError(f"segment.dec.{key} must be > 0, got {value}")
-    if spec.gamma < 0 or not 0 <= spec.tol < 1:
-        raise PersonaError("segment.dec.gamma must be >= 0 and segment.dec.tol in [0, 1)")
-    return spec
-
-
-def _version(pretrained: str, method: str, centers: list, weights: list) -> str:
-    digest = hashlib.sha1(json.dumps([pretrained, method, centers]).encode())
-    for w in weights:
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()[:12]
-
-
-def _register(ctx: StageContext, version: str, spec: DecSpec, result, feature_set: str,
-              input_dim: int) -> None:
-    """The refined encoder as an artifact of this run, listed in meta/models once."""
-    with tempfile.TemporaryDirectory() as tmp:
-        save_encoder(tmp, result.encoder_json, result.encoder_weights, spec)
-        mlflow.log_artifacts(tmp, ENCODER_ARTIFACT)
-    models = ctx.lake.read(MODELS_TABLE)
-    if models.where(F.col("model_version") == version).limit(1).count():
-        return
-    entry = Row(model_version=version, kind=spec.method,
-                created_at=datetime.now(timezone.utc).replace(tzinfo=None),
-                model_uri=f"runs:/{ctx.run_id}/{ENCODER_ARTIFACT}",
-                feature_set_version=feature_set, input_dim=input_dim,
-                latent_dim=len(result.centers[0]),
-                final_loss=float(result.history[-1].get("kl", 0.0)))
-    ctx.lake.append(ctx.spark.createDataFrame([entry]), MODELS_TABLE)
-
-
-def refine_segments(ctx: StageContext, method: str, centers: list[list[float]],
-                    embedded_with: str, features: DataFrame,
-                    cache_url: str) -> tuple[DataFrame, list[list[float]], str]:
-    """Refine, starting from the K-Means ``centers`` of the embeddings of ``embedded_with``,
-    on ``features`` (silver/user_features), with Petastorm's cache under ``cache_url``.
-
-    Returns the users' refined embeddings (user_id, embedding; persisted), the refined
-    centres, and the refined encoder's version.
-    """
-    ref = current_encoder(ctx.lake, ctx.config.get("model.uri", None))
-    if ref.version != embedded_with:
-        raise PersonaError(f"gold/user_embeddings were made by encoder {embedded_with}, the "
-                           f"current encoder is {ref.version}: run `persona embed` first")
-    architecture, weights = load_encoder(ref.uri)
-    features = features.select("user_id", "features", "feature_set_version")
-    spec = dec_spec(ctx.config, method)
-    num_proc = ctx.config.integer("train.num_proc", 2, minimum=1)
-    ctx.log.info("%s refinement of encoder %s and %d centres on %d Horovod ranks", method,
-                 ref.version, len(centers), num_proc)
-    mlflow.log_params({f"dec.{k}": v for k, v in spec.to_dict().items()})
-    result = refine(ctx.spark, features, architecture, weights, centers, spec, num_proc,
-                    cache_url)
-    for entry in result.history:
-        mlflow.log_metrics({f"dec.{k}": v for k, v in entry.items() if k != "step"},
-                           step=entry["step"])
-    ctx.metric("dec_steps", result.steps)
-    ctx.metric("dec_converged", int(result.converged))
-    ctx.metric("dec_seconds", round(result.seconds, 2))
-    ctx.log.info("%s: %d steps, %s (%.1f s in Horovod)", method, result.steps,
-                 "converged" if result.converged else "stopped at segment.dec.max_steps",
-                 result.seconds)
-
-    first = features.select("features", "feature_set_version").first()
-    version = _version(ref.version, method, result.centers, result.encoder_weights)
-    _register(ctx, version, spec, result, first["feature_set_version"],
-              len(first["features"]))
-    mlflow.set_tag("refined_encoder_version", version)
-    space = (encode(features.select("user_id", "features"), result.encoder_json,
-                    result.encoder_weights)
-             .select("user_id", "embedding").persist(StorageLevel.MEMORY_AND_DISK))
-    return space, result.centers, version

@@ -18,7 +18,13 @@ from pyspark.sql import functions as F
 
 from persona.splits import split_users
 
-SHARE_PREFIXES = ("type_", "cat_", "time_")
+# prefix of a group of shares -> its readable label
+SHARE_LABELS = {"type_": "{} share", "cat_": "{} share", "time_": "{} share",
+                "channel_": "{} channel share"}
+SHARE_PREFIXES = tuple(SHARE_LABELS)
+# Groups whose columns have no meaning to read: learned text dimensions, sequence positions.
+UNREADABLE_GROUPS = ("text", "sequence")
+TEXT_DIMENSION = re.compile(r"text_\d+$")
 DAYS = {"recency_days", "tenure_days", "mean_gap_days"}
 MONEY = {"monetary", "avg_order_value"}
 LABELS = {
@@ -88,9 +94,9 @@ def feature_label(column: str) -> str:
     window = WINDOW.match(column)
     if window:
         return f"share of {window.group(2)}s in the last {window.group(1)} days"
-    for prefix in SHARE_PREFIXES:
+    for prefix, label in SHARE_LABELS.items():
         if column.startswith(prefix):
-            return f"{column[len(prefix):].replace('_', ' ')} share"
+            return label.format(column[len(prefix):].replace("_", " "))
     if column.startswith("attr_"):
         return column[len("attr_"):].replace("_", " ")
     return column.replace("_", " ")
@@ -125,11 +131,36 @@ def standardised_differences(segment_means: dict, population: dict,
     return out
 
 
+def readable_columns(columns: list[str], groups: dict[str, list[str]]) -> list[str]:
+    """The ``columns`` a person can read: not in a group of :data:`UNREADABLE_GROUPS`
+    (``groups``: the feature groups' columns, see
+    :func:`persona.stages.features.feature_groups`) nor a learned text dimension."""
+    hidden = {c for g in UNREADABLE_GROUPS for c in groups.get(g, [])}
+    return [c for c in columns if c not in hidden and not TEXT_DIMENSION.match(c)]
+
+
 def ranked(z: dict[str, float], top: int | None = None) -> list[str]:
     """Features by decreasing distance from the population; learned text dimensions
     (``text_<i>``), which have no meaning to read, are left out."""
-    out = sorted((c for c in z if not c.startswith("text_")), key=lambda c: (-abs(z[c]), c))
+    out = sorted((c for c in z if not TEXT_DIMENSION.match(c)), key=lambda c: (-abs(z[c]), c))
     return out[:top]
+
+
+def describe(segment_means: dict, population: dict, z: dict[str, float], top: int = 3,
+             numeric_attributes=()) -> tuple[list[dict], str]:
+    """The ``top`` features furthest from the population (see :func:`ranked`) and a
+    description in the data's units: ``"high spend (812 vs 230), low weekend share (10% vs
+    30%)"``."""
+    fmt = lambda c, v: format_value(c, v, numeric_attributes)
+    top_features = [
+        {"feature": c, "segment_mean": float(segment_means[c]),
+         "population_mean": float(population[f"mean_{c}"]), "z": float(z[c])}
+        for c in ranked(z, top)]
+    description = ", ".join(
+        f"{'high' if f['z'] > 0 else 'low'} {feature_label(f['feature'])} "
+        f"({fmt(f['feature'], f['segment_mean'])} vs {fmt(f['feature'], f['population_mean'])})"
+        for f in top_features)
+    return top_features, description
 
 
 def highlights(segment_means: dict, population: dict, z: dict[str, float], top: int = 5,
@@ -151,11 +182,12 @@ def phrase(column: str, z: float) -> tuple[str, str] | None:
     window = WINDOW.match(column)
     if window:
         return "window", WINDOW_PHRASES[window.group(2)][0 if z > 0 else 1]
-    if z <= 0 or column.endswith(("_missing", "_other")) or column.startswith("text_"):
+    if z <= 0 or column.endswith(("_missing", "_other")) or TEXT_DIMENSION.match(column):
         return None
-    for prefix in ("cat_", "type_", "time_"):
+    for prefix in SHARE_PREFIXES:
         if column.startswith(prefix):
-            return column, column[len(prefix):].replace("_", " ")
+            words = column[len(prefix):].replace("_", " ")
+            return column, f"{words} channel" if prefix == "channel_" else words
     if column.startswith("attr_"):
         return column, column[len("attr_"):].replace("_", " ")
     return column, f"high {column.replace('_', ' ')}"

@@ -14,13 +14,9 @@ logged to MLflow and listed in meta/models (kind ``umap``, with the encoder it r
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from typing import Iterator
 
 import mlflow
@@ -28,12 +24,10 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import (ArrayType, DoubleType, FloatType, LongType, StringType, StructField,
-                               StructType, TimestampType)
+from pyspark.sql.types import ArrayType, FloatType
 
 from persona.errors import PersonaError
-from persona.lake.catalog import MODELS_TABLE
-from persona.runtime.context import StageContext
+from persona.lake.versions import content_version
 
 
 def project(df: DataFrame, model: bytes, column: str = "embedding",
@@ -61,26 +55,19 @@ def project(df: DataFrame, model: bytes, column: str = "embedding",
     return df.withColumn(output, _project(F.col(column)))
 
 
-MANIFOLDS = ("none", "umap")
 MANIFOLD_ARTIFACT = "manifold"
 MODEL_FILE = "umap.pkl"
-_ENTRY_SCHEMA = StructType([
-    StructField("model_version", StringType()), StructField("kind", StringType()),
-    StructField("created_at", TimestampType()), StructField("model_uri", StringType()),
-    StructField("feature_set_version", StringType()), StructField("input_dim", LongType()),
-    StructField("latent_dim", LongType()), StructField("final_loss", DoubleType()),
-    StructField("input_model_version", StringType())])
 
 
 @dataclass
 class UmapSpec:
-    """UMAP settings, from ``segment.umap.*``."""
+    """UMAP settings, from ``segment.umap.*`` and ``segment.seed``."""
 
-    n_components: int = 10
-    n_neighbors: int = 10
-    min_dist: float = 0.0
-    sample: int = 50_000  # users the manifold is learned from
-    seed: int = 7
+    n_components: int
+    n_neighbors: int
+    min_dist: float
+    sample: int  # users the manifold is learned from
+    seed: int
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -88,23 +75,17 @@ class UmapSpec:
 
 def manifold_method(config) -> str:
     """``segment.manifold``: ``none`` (default) or ``umap``."""
-    return config.choice("segment.manifold", MANIFOLDS, "none")
+    return config.get("segment.manifold")
 
 
 def umap_spec(config) -> UmapSpec:
-    """``segment.umap.*``, checked."""
-    defaults = UmapSpec()
-    min_dist = config.number("segment.umap.min_dist", defaults.min_dist)
-    if not 0 <= min_dist <= 1:
-        raise PersonaError(f"segment.umap.min_dist must be in [0, 1], got {min_dist}")
+    """``segment.umap.*`` and ``segment.seed``."""
     return UmapSpec(
-        n_components=config.integer("segment.umap.n_components", defaults.n_components,
-                                    minimum=1),
-        n_neighbors=config.integer("segment.umap.n_neighbors", defaults.n_neighbors,
-                                   minimum=2),
-        min_dist=float(min_dist),
-        sample=config.integer("segment.umap.sample", defaults.sample, minimum=10),
-        seed=config.integer("segment.seed", defaults.seed),
+        n_components=config.get("segment.umap.n_components"),
+        n_neighbors=config.get("segment.umap.n_neighbors"),
+        min_dist=config.get("segment.umap.min_dist"),
+        sample=config.get("segment.umap.sample"),
+        seed=config.get("segment.seed"),
     )
 
 
@@ -136,38 +117,25 @@ def load_manifold(uri: str) -> bytes:
         return fh.read()
 
 
-def map_to_manifold(ctx: StageContext, embeddings: DataFrame, users: int
-                    ) -> tuple[DataFrame, str, np.ndarray]:
-    """Learn the manifold of ``embeddings`` (user_id, embedding, model_version,
-    feature_set_version) and map every user onto it.
+@dataclass
+class Manifold:
+    """A UMAP model learned from a sample of users: the pickled model, the coordinates of
+    the sample on it (where segments are fitted), and its version."""
 
-    Returns (user_id, embedding) with the manifold coordinates as ``embedding``; the
-    manifold's version, recorded in meta/models with the encoder it reads; and the
-    coordinates of the sample it was learned from, where segments are fitted.
-    """
-    spec = umap_spec(ctx.config)
-    head = embeddings.select("model_version", "feature_set_version",
-                             F.size("embedding").alias("dim")).first()
+    model: bytes
+    points: np.ndarray
+    version: str
+
+    def project(self, df: DataFrame) -> DataFrame:
+        """``df`` with its ``embedding`` mapped onto the manifold, in Spark."""
+        return project(df, self.model)
+
+
+def learn_manifold(embeddings: DataFrame, spec: UmapSpec) -> Manifold:
+    """The manifold of ``embeddings`` (user_id, embedding, model_version) learned from a
+    sample of at most ``spec.sample`` users; its version follows the encoder and ``spec``."""
+    encoder = embeddings.select("model_version").first()[0]
     points = sample_points(embeddings, spec.sample, spec.seed)
-    ctx.log.info("UMAP to %d dimensions (%d neighbours, min_dist %g) learned from %d of %d "
-                 "users", spec.n_components, spec.n_neighbors, spec.min_dist, len(points),
-                 users)
-    mlflow.log_params({f"umap.{k}": v for k, v in spec.to_dict().items()})
     reducer = fit_umap(points, spec)
-    model = pickle.dumps(reducer)
-    version = hashlib.sha1(json.dumps([head["model_version"], spec.to_dict(), len(points)])
-                           .encode()).hexdigest()[:12]
-    with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, MODEL_FILE), "wb") as fh:
-            fh.write(model)
-        mlflow.log_artifacts(tmp, MANIFOLD_ARTIFACT)
-    if not ctx.lake.exists(MODELS_TABLE) or not ctx.lake.read(MODELS_TABLE).where(
-            F.col("model_version") == version).limit(1).count():
-        entry = (version, "umap", datetime.now(timezone.utc).replace(tzinfo=None),
-                 f"runs:/{ctx.run_id}/{MANIFOLD_ARTIFACT}", head["feature_set_version"],
-                 int(head["dim"]), spec.n_components, None, head["model_version"])
-        ctx.lake.append(ctx.spark.createDataFrame([entry], _ENTRY_SCHEMA), MODELS_TABLE)
-    mlflow.set_tag("manifold_version", version)
-    ctx.metric("umap_sample", len(points))
-    space = project(embeddings.select("user_id", "embedding"), model)
-    return space, version, reducer.embedding_.astype(np.float64)
+    version = content_version([encoder, spec.to_dict(), len(points)])
+    return Manifold(pickle.dumps(reducer), reducer.embedding_.astype(np.float64), version)

@@ -31,27 +31,3 @@ def feature_stats(features: DataFrame, segments: DataFrame, columns: list[str]):
         *[F.avg(c).alias(f"mean_{c}") for c in columns],
         *[F.stddev_pop(c).alias(f"std_{c}") for c in columns])
     return per_segment, population
-
-
-def describe(segment_means: dict, population: dict, columns: list[str], top: int = 3):
-    """The ``top`` features most different from the population (standardised difference).
-
-    Returns ``(top_features, description)``; ``description`` reads e.g.
-    ``"high monetary (812 vs 230), low recency_days (3.1 vs 40)"``.
-    """
-    scored = []
-    for c in columns:
-        std = population[f"std_{c}"] or 0.0
-        if std <= 1e-12:
-            continue
-        z = (segment_means[c] - population[f"mean_{c}"]) / std
-        scored.append((abs(z), c, z))
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    top_features = [
-        {"feature": c, "segment_mean": float(segment_means[c]),
-         "population_mean": float(population[f"mean_{c}"]), "z": float(z)}
-        for _, c, z in scored[:top]]
-    description = ", ".join(
-        f"{'high' if f['z'] > 0 else 'low'} {f['feature']} "
-        f"({f['segment_mean']:.3g} vs {f['population_mean']:.3g})" for f in top_features)
-    return top_features, description

@@ -14,7 +14,7 @@ EMBEDDINGS_TABLE = "gold/user_embeddings"
 
 
 def run(ctx: StageContext) -> None:
-    ref = current_encoder(ctx.lake, ctx.config.get("model.uri", None))
+    ref = current_encoder(ctx.lake, ctx.config.get("model.uri"))
     architecture, weights = load_encoder(ref.uri)
     features = ctx.lake.read(FEATURES_TABLE)
     if ref.feature_set_version:

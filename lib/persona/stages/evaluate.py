@@ -4,13 +4,14 @@ For every segmentation (the engine's, K-Means on the scaled features, and PCA to
 size + K-Means): internal metrics in the scaled feature space and in the space it was
 clustered in; ACC, NMI and ARI against labels when there are any (``evaluate.truth.*``, or
 the label column of ``features.input``); and stability, the ARI between the segmentation
-and the same method re-fitted on bootstrap samples with other seeds (the engine's by its
-configured ``segment.method``). Everything goes to MLflow and to gold/segment_quality (one
-row per method, space and metric).
+and the same method re-fitted on bootstrap samples with other seeds (the engine's segmenter
+as segment recorded it in meta/models). Everything goes to MLflow and to
+gold/segment_quality (one row per method, space and metric).
 """
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import mlflow
 import numpy as np
@@ -26,12 +27,10 @@ from persona.errors import PersonaError
 from persona.features.external import LABELS_TABLE
 from persona.lake.catalog import MODELS_TABLE, load_encoder
 from persona.runtime.context import StageContext
-from persona.segmentation.dec import segment_method
-from persona.segmentation.manifold import (load_manifold, manifold_method, project, sample_points,
-                                           umap_spec)
+from persona.segmentation.manifold import load_manifold, project, sample_points
 from persona.segmentation.metrics import ari, contingency, external_metrics, internal_metrics
-from persona.segmentation.models import (MixtureSpec, fit_kmeans, fit_segments_model, fit_settings,
-                                         mixture_spec)
+from persona.segmentation.models import (Segmenter, configured_segmenter, fit_kmeans,
+                                         fit_settings, load_segmenter)
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE
 from persona.stages.segment import SEGMENTS_TABLE
@@ -49,11 +48,11 @@ QUALITY_SCHEMA = StructType([
 def _truth(ctx: StageContext, feature_set: str) -> DataFrame | None:
     """(user_id, label) from ``evaluate.truth.path``, else silver/user_labels, else None."""
     cfg = ctx.config
-    if cfg.get("evaluate.truth.path", None):
+    if cfg.get("evaluate.truth.path"):
         path = cfg.path_of("evaluate.truth.path")
-        fmt = str(cfg.get("evaluate.truth.format", "csv")).lower()
-        id_column = str(cfg.get("evaluate.truth.id_column", "user_id"))
-        label_column = str(cfg.get("evaluate.truth.label_column", "segment"))
+        fmt = str(cfg.get("evaluate.truth.format")).lower()
+        id_column = str(cfg.get("evaluate.truth.id_column"))
+        label_column = str(cfg.get("evaluate.truth.label_column"))
         try:
             df = ctx.spark.read.format(fmt).options(
                 **({"header": "true"} if fmt == "csv" else {})).load(path)
@@ -119,39 +118,49 @@ def _baselines(ctx: StageContext, data: DataFrame, k: int, latent: int, dims: in
     return data, seconds
 
 
-def _sample_fit(config) -> tuple[MixtureSpec | None, int] | None:
-    """How segment fits the engine's segments when it fits them on a bounded sample of
-    users: the mixture (None: K-Means, on the UMAP manifold) and the sample's size; None
-    when it fits K-Means with MLlib on every user."""
-    on_manifold = manifold_method(config) == "umap"
-    mixture = mixture_spec(config) if segment_method(config) == "gmm" else None
-    if mixture is None and not on_manifold:
-        return None
-    return mixture, umap_spec(config).sample if on_manifold else mixture.sample
+def _fitted_segmenter(ctx: StageContext, version: str, k: int) -> Segmenter:
+    """The segmenter that fitted the segments of model ``version``, as segment recorded it
+    in meta/models (kind ``segments``); for segments it did not record, the one ``segment.*``
+    configures, with ``k`` segments."""
+    entry = (ctx.lake.read(MODELS_TABLE).where(
+        (F.col("model_version") == version) & (F.col("kind") == "segments")).first()
+             if ctx.lake.exists(MODELS_TABLE) else None)
+    if entry is None:
+        ctx.log.info("segment model %s is not recorded in %s: stability refits the configured "
+                     "segmenter", version, MODELS_TABLE)
+        return configured_segmenter(ctx.config, k)
+    return load_segmenter(entry["model_uri"])
 
 
 def _stability(data: DataFrame, method: str, vector: str, k: int, runs: int, fit: dict,
-               sample_fit: tuple[MixtureSpec | None, int] | None = None) -> list[float]:
+               segmenter: Segmenter | None = None) -> list[float]:
     """ARI between ``method`` and the same method re-fitted on each of ``runs`` bootstrap
     samples (drawn with replacement, another seed each) and applied to every user: MLlib
-    K-Means on the column ``vector``, or, given ``sample_fit``, the engine's fit on a
-    bootstrap of a bounded sample of the array column ``embedding``."""
+    K-Means on the column ``vector`` for a baseline; for the engine, its ``segmenter``,
+    on a bootstrap of its bounded sample of the array column ``embedding`` when it fits on
+    a sample, else on a bootstrap of every user (one start)."""
     seed = fit["seed"]
     scores = []
     for i in range(1, runs + 1):
-        if sample_fit is None:
+        if segmenter is None:
             sample = data.select(vector).sample(withReplacement=True, fraction=1.0,
                                                 seed=seed + i)
             model = fit_kmeans(sample, k, seed + 1000 * i, fit["max_iter"], features=vector,
                                prediction="_refit")
+            refitted = model.transform(data.select(method, vector))
         else:
-            mixture, size = sample_fit
-            points = sample_points(data.select("user_id", "embedding"), size, seed + i)
-            draw = np.random.default_rng(seed + i).integers(0, len(points), len(points))
-            model = fit_segments_model(None, k, seed + 1000 * i, fit["max_iter"], fit["n_init"],
-                                       sample=points[draw], mixture=mixture)
-            model.features, model.prediction = "embedding", "_refit"
-        refitted = model.transform(data.select(method, vector, "embedding"))
+            refit = replace(segmenter, seed=segmenter.seed + 1000 * i)
+            if segmenter.sample_size is None:
+                bootstrap = data.select("embedding", F.col(vector).alias("vector")).sample(
+                    withReplacement=True, fraction=1.0, seed=seed + i)
+                model = replace(refit, n_init=1).fit(bootstrap)
+            else:
+                points = sample_points(data.select("user_id", "embedding"),
+                                       segmenter.sample_size, seed + i)
+                draw = np.random.default_rng(seed + i).integers(0, len(points), len(points))
+                model = refit.fit(data, sample=points[draw])
+            refitted = model.transform(data.select(method, "embedding")) \
+                .withColumnRenamed("segment", "_refit")
         scores.append(ari(contingency(refitted, method, "_refit")))
     return scores
 
@@ -175,11 +184,9 @@ def _table(rows: list[tuple], methods: list[str]) -> str:
 
 def run(ctx: StageContext) -> None:
     cfg = ctx.config
-    sample_size = cfg.integer("evaluate.sample", 10000, minimum=100)
-    runs = cfg.integer("evaluate.stability_runs", 5, minimum=0)
-    baselines = cfg.get("evaluate.baselines", True)
-    if not isinstance(baselines, bool):
-        raise PersonaError(f"evaluate.baselines must be true or false, got {baselines!r}")
+    sample_size = cfg.get("evaluate.sample")
+    runs = cfg.get("evaluate.stability_runs")
+    baselines = cfg.get("evaluate.baselines")
     fit = fit_settings(cfg)
 
     segments = ctx.lake.read(SEGMENTS_TABLE)
@@ -214,7 +221,9 @@ def run(ctx: StageContext) -> None:
         spaces["raw_kmeans"] = {"features": ("features", "v_features")}
         spaces["pca_kmeans"] = {"own": ("pca", "v_pca"), "features": ("features", None)}
     try:
-        rows = _measure(ctx, data, spaces, truth is not None, users, k, runs, sample_size, fit)
+        segmenter = _fitted_segmenter(ctx, version, k) if runs else None
+        rows = _measure(ctx, data, spaces, truth is not None, users, k, runs, sample_size, fit,
+                        segmenter)
     finally:
         data.unpersist()
     rows += [(m, "time", "seconds", s) for m, s in seconds.items()]
@@ -237,9 +246,11 @@ def run(ctx: StageContext) -> None:
 
 
 def _measure(ctx: StageContext, data: DataFrame, spaces: dict, labelled: bool, users: int,
-             k: int, runs: int, sample_size: int, fit: dict) -> list[tuple]:
+             k: int, runs: int, sample_size: int, fit: dict,
+             segmenter: Segmenter | None) -> list[tuple]:
     """(method, space, metric, value) for every segmentation: internal metrics per space,
-    external metrics against ``label``, and stability in the segmentation's own space."""
+    external metrics against ``label``, and stability in the segmentation's own space (the
+    engine's refitted by ``segmenter``)."""
     rows: list[tuple] = []
     for method, method_spaces in spaces.items():
         for space_name, (column, _) in method_spaces.items():
@@ -252,8 +263,8 @@ def _measure(ctx: StageContext, data: DataFrame, spaces: dict, labelled: bool, u
             rows.append((method, "labels", "labelled_users", float(table.sum())))
         if runs:
             vector = next(v for _, v in method_spaces.values() if v)
-            sample_fit = _sample_fit(ctx.config) if method == ENGINE else None
-            scores = _stability(data, method, vector, k, runs, fit, sample_fit)
+            scores = _stability(data, method, vector, k, runs, fit,
+                                segmenter if method == ENGINE else None)
             rows += [(method, "stability", "ari_mean", sum(scores) / len(scores)),
                      (method, "stability", "ari_min", min(scores))]
         ctx.log.info("%s measured", method)

@@ -1,9 +1,6 @@
 """features: bronze tables → silver/user_features, one scaled feature row per user."""
 from __future__ import annotations
 
-import hashlib
-import json
-
 import mlflow
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
@@ -11,7 +8,9 @@ from pyspark.sql import functions as F
 from persona.errors import PersonaError
 from persona.features import build as fx
 from persona.features.external import configured, import_features
+from persona.lake.versions import content_version
 from persona.runtime.context import StageContext
+from persona.timestamps import parse_timestamp
 
 HELP = ("bronze (or the table of features.input.path) → silver/user_features, one scaled "
         "feature row per user")
@@ -26,20 +25,15 @@ def feature_columns(df) -> list[str]:
 
 
 def _as_of(ctx: StageContext, events):
-    configured = ctx.config.get("features.as_of", None)
+    configured = ctx.config.get("features.as_of")
     if configured:
-        try:
-            return ctx.spark.sql(f"SELECT CAST('{configured}' AS TIMESTAMP) AS t").first()["t"]
-        except Exception:  # Spark raises on a malformed literal in ANSI mode
-            raise PersonaError(f"features.as_of: not a timestamp: {configured!r}") from None
+        return parse_timestamp(ctx.spark, configured, "features.as_of")
     latest = events.agg(F.max("event_time").alias("t")).first()["t"]
     if latest is None:
         raise PersonaError("bronze/events is empty: nothing to build features from")
     return latest
 
 
-GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "channel", "time",
-          "profile", "content", "text", "sequence")
 # Keys of the ``features`` column's metadata: the sequence at its end, and the named
 # columns of each group, in the order their scaled values start the vector.
 SEQUENCE_METADATA = "sequence"
@@ -47,18 +41,13 @@ GROUPS_METADATA = "groups"
 
 
 def _enabled_groups(ctx: StageContext) -> list[str]:
-    groups = ctx.config.get("features.groups", list(GROUPS))
-    unknown = [g for g in groups if g not in GROUPS] if isinstance(groups, list) else groups
-    if unknown or "behaviour" not in groups:
-        raise PersonaError(f"features.groups must be a list of {', '.join(GROUPS)} including "
-                           f"behaviour, got {groups!r}")
-    return groups
+    return ctx.config.get("features.groups")
 
 
 def impute_method(config) -> str:
     """``features.impute``: absent levels (rating, text vector of a user without reviews)
     predicted from the user's other columns (regression, default) or set to the mean."""
-    return config.choice("features.impute", list(fx.IMPUTE_METHODS), "regression")
+    return config.get("features.impute")
 
 
 def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
@@ -69,13 +58,13 @@ def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
     levels = {}
     if enabled & {"event_mix", "sequence"}:
         levels["event_type"] = fx.top_values(events, "event_type",
-                                             cfg.integer("features.max_event_types", 12))
+                                             cfg.get("features.max_event_types"))
     if enabled & {"category", "sequence"}:
         levels["category"] = fx.top_values(events, "category",
-                                           cfg.integer("features.top_categories", 12))
+                                           cfg.get("features.top_categories"))
     if "channel" in enabled:
         levels["channel"] = fx.top_values(events, "channel",
-                                          cfg.integer("features.max_channels", 12, minimum=1))
+                                          cfg.get("features.max_channels"))
     return levels
 
 
@@ -87,12 +76,10 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None) -
     enabled = _enabled_groups(ctx)
     if levels is None:
         levels = _event_levels(ctx, events)
-    purchases = list(cfg.get("features.purchase_types", ["purchase"]))
+    purchases = list(cfg.get("features.purchase_types"))
     out = {"behaviour": fx.behaviour(events, as_of, purchases)}
     if "windows" in enabled:
-        windows = sorted(cfg.get("features.windows", [7, 30, 90]))
-        if not windows or not all(isinstance(w, int) and w > 0 for w in windows):
-            raise PersonaError(f"features.windows must be positive day counts, got {windows!r}")
+        windows = sorted(cfg.get("features.windows"))
         out["windows"] = fx.activity_windows(events, as_of, windows, purchases)
     if "diversity" in enabled:
         out["diversity"] = fx.diversity(events)
@@ -111,29 +98,29 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None) -
     if "time" in enabled:
         out["time"] = fx.time_profile(events)
 
-    users_conf = cfg.get("sources.users", None)
+    users_conf = cfg.get("sources.users")
     if "profile" in enabled:
         if users_conf and ctx.lake.exists("bronze/users"):
-            attrs = users_conf.get("attributes") or {}
+            attrs = users_conf.attributes
             users = _bronze(ctx, "bronze/users")
-            max_levels = cfg.integer("features.max_levels", 12)
+            max_levels = cfg.get("features.max_levels")
             categorical = {a: fx.top_values(users, a, max_levels)
-                           for a in attrs.get("categorical") or []}
+                           for a in attrs.categorical}
             out["profile"] = fx.profile_attributes(users, categorical,
-                                                   list(attrs.get("numeric") or []))
+                                                   list(attrs.numeric))
         else:
             ctx.log.info("profile group skipped: no users source configured")
 
     if {"content", "text"} & set(enabled):
-        if cfg.get("sources.content", None) and ctx.lake.exists("bronze/content"):
+        if cfg.get("sources.content") and ctx.lake.exists("bronze/content"):
             content = _bronze(ctx, "bronze/content").where(F.col("event_time") <= F.lit(as_of))
             if "content" in enabled:
                 out["content"] = fx.content_stats(content)
             if "text" in enabled:
                 if content.where(F.col("text").isNotNull()).limit(1).count():
                     out["text"] = fx.text_vectors(
-                        content, cfg.integer("features.text_vector_size", 16, minimum=1),
-                        cfg.integer("features.seed", 7))
+                        content, cfg.get("features.text_vector_size"),
+                        cfg.get("features.seed"))
                 else:
                     ctx.log.info("text group skipped: content has no text")
         else:
@@ -147,7 +134,7 @@ def _sequence_layout(ctx: StageContext, levels: dict) -> fx.SequenceLayout | Non
     if "sequence" not in _enabled_groups(ctx):
         return None
     return fx.SequenceLayout(
-        steps=ctx.config.integer("features.sequence_length", 20, minimum=1),
+        steps=ctx.config.get("features.sequence_length"),
         event_types=tuple(levels["event_type"]), categories=tuple(levels["category"]))
 
 
@@ -167,22 +154,12 @@ def feature_groups(features_df) -> dict[str, list[str]]:
 
 def _group_weights(ctx: StageContext) -> dict[str, float]:
     """``features.group_weights``: a multiplier per group (default 1)."""
-    weights = ctx.config.get("features.group_weights", None) or {}
-    if (not isinstance(weights, dict) or set(weights) - set(GROUPS) or not all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
-            for w in weights.values())):
-        raise PersonaError(f"features.group_weights must map groups ({', '.join(GROUPS)}) to "
-                           f"numbers >= 0, got {weights!r}")
-    return {g: float(w) for g, w in weights.items()}
+    return dict(ctx.config.get("features.group_weights"))
 
 
 def _pinned(ctx: StageContext) -> dict[str, int]:
     """``features.input_versions``: Delta versions to rebuild a past feature set from."""
-    pinned = ctx.config.get("features.input_versions", None) or {}
-    if not isinstance(pinned, dict) or not all(isinstance(v, int) for v in pinned.values()):
-        raise PersonaError("features.input_versions must map tables to Delta versions, e.g. "
-                           "{bronze/events: 3}")
-    return pinned
+    return ctx.config.get("features.input_versions")
 
 
 def _bronze(ctx: StageContext, table: str):
@@ -205,7 +182,7 @@ def _check_quality(ctx: StageContext, stats: dict[str, dict], scaler: fx.Scaler)
     sparse = [c for c, st in stats.items() if st["null_share"] > 0.5]
     if sparse:
         ctx.log.info("features absent for more than half of the users: %s", ", ".join(sparse))
-    limit = ctx.config.number("features.max_constant_share", 0.5)
+    limit = ctx.config.get("features.max_constant_share")
     if len(constant) > limit * len(scaler.columns):
         raise PersonaError(
             f"features look broken: {len(constant)} of {len(scaler.columns)} columns are "
@@ -248,7 +225,7 @@ def run(ctx: StageContext) -> None:
             "groups": group_columns,
             "inputs": _input_versions(ctx),
             "settings": {k: v for k, v in ctx.config.section("features").items()
-                         if k not in ("as_of", "input_versions")},
+                         if k not in ("as_of", "input_versions", "input")},
         }
         out = scaler.transform(fused)
         # A list, not a map: metadata maps do not keep their order.
@@ -263,7 +240,7 @@ def run(ctx: StageContext) -> None:
             out = fx.with_sequence(out, weight, layout.size)
             metadata[SEQUENCE_METADATA] = {"steps": layout.steps, "step_size": layout.step_size}
         out = out.withColumn("features", F.col("features").alias("features", metadata=metadata))
-        version = hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
+        version = content_version(definition, sort_keys=True)
         out = (out
                .withColumn("feature_set_version", F.lit(version))
                .withColumn("as_of", F.lit(as_of).cast("timestamp")))

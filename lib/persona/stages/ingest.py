@@ -8,6 +8,7 @@ from pyspark.sql.utils import AnalysisException
 
 from persona.errors import PersonaError
 from persona.features.external import configured
+from persona.ingest.files import reading
 from persona.ingest.sources import SourceSpec, configured_sources
 from persona.ingest.validation import INGESTED_AT, REASON, SOURCE_FILE, accepted, rejected, validate
 from persona.runtime.context import StageContext
@@ -33,18 +34,19 @@ def read_source(spark: SparkSession, spec: SourceSpec) -> DataFrame:
 
 
 def ingest_source(ctx: StageContext, spec: SourceSpec) -> None:
-    raw = read_source(ctx.spark, spec)
-    validated = validate(raw, spec).withColumn(INGESTED_AT, F.current_timestamp())
-    validated.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        read = validated.count()
-        ctx.log.info("%s: read %d rows from %s", spec.name, read, spec.path)
-        ctx.lake.overwrite(accepted(validated, spec), f"bronze/{spec.name}")
-        ctx.lake.overwrite(rejected(validated), f"quarantine/{spec.name}")
-        reasons = {r[REASON]: r["count"] for r in
-                   validated.where(F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
-    finally:
-        validated.unpersist()
+    with reading(ctx.spark, spec):
+        raw = read_source(ctx.spark, spec)
+        validated = validate(raw, spec).withColumn(INGESTED_AT, F.current_timestamp())
+        validated.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            read = validated.count()
+            ctx.log.info("%s: read %d rows from %s", spec.name, read, spec.path)
+            ctx.lake.overwrite(accepted(validated, spec), f"bronze/{spec.name}")
+            ctx.lake.overwrite(rejected(validated), f"quarantine/{spec.name}")
+            reasons = {r[REASON]: r["count"] for r in validated.where(
+                F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
+        finally:
+            validated.unpersist()
     bronze = ctx.lake.read(f"bronze/{spec.name}").count()
     quarantine = ctx.lake.read(f"quarantine/{spec.name}").count()
     ctx.metric(f"{spec.name}_rows_read", read)

@@ -6,7 +6,6 @@ and gold/tag_metrics and gold/user_tags when tags were trained. Writes
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 
 import mlflow
@@ -51,9 +50,11 @@ def top_features(profiles: list[dict], per_segment: int = 3, limit: int = 14) ->
     return sorted(strength, key=lambda c: (-strength[c], c))[:limit]
 
 
-def _direction(highlight: str) -> float:
-    """-1 for a highlight below the population (``"... (-0.6 sd)"``), else 1."""
-    return -1.0 if re.search(r"\(-[0-9.]+ sd\)$", highlight) else 1.0
+def highlighted(profile: dict) -> list[tuple[str, float]]:
+    """A profile's highlights, each with its standardised difference: they describe its
+    ``feature_z`` features in :func:`ranked` order (see ``explain.highlights``)."""
+    lines, z = profile["highlights"] or [], profile["feature_z"] or {}
+    return [(line, z[c]) for line, c in zip(lines, ranked(z, len(lines)))]
 
 
 def _segment_cards(profiles: list[dict]) -> list[SegmentCard]:
@@ -61,7 +62,7 @@ def _segment_cards(profiles: list[dict]) -> list[SegmentCard]:
     for p in profiles:
         cards.append(SegmentCard(
             p["segment"], p["name"], p["size"], p["share"], charts.colour(p["segment"]),
-            [(h, _direction(h)) for h in p["highlights"] or []],
+            highlighted(p),
             [r.asDict() for r in p["rules"] or []], p["surrogate_recall"]))
     return cards
 
@@ -77,7 +78,7 @@ def _heatmap(profiles: list[dict], numeric: list[str]) -> str:
 
 def _projection(ctx: StageContext, profiles: list[dict]) -> str:
     """The embeddings of at most ``report.sample_users`` users, projected by PCA."""
-    limit = ctx.config.integer("report.sample_users", 5000, minimum=10)
+    limit = ctx.config.get("report.sample_users")
     total = sum(p["size"] for p in profiles)
     sample = (ctx.lake.read(EMBEDDINGS_TABLE).join(
         ctx.lake.read(SEGMENTS_TABLE).select("user_id", "segment"), "user_id")
@@ -131,7 +132,7 @@ def run(ctx: StageContext) -> None:
         raise PersonaError(f"{PROFILES_TABLE} is empty: run `persona segment` first")
     if "name" not in profiles[0]:
         raise PersonaError(f"{PROFILES_TABLE} has no segment names: re-run `persona segment`")
-    numeric = ctx.config.get("sources.users.attributes.numeric", None) or []
+    numeric = ctx.config.get("sources.users.attributes.numeric") or []
     tags, scores = _tag_cards(ctx)
     users = sum(p["size"] for p in profiles)
     fidelity = profiles[0]["surrogate_fidelity"]

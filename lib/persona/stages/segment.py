@@ -1,10 +1,10 @@
-"""segment: K-Means on the embeddings → gold/user_segments (MERGE) and gold/segment_profiles."""
+"""segment: the configured segmenter fitted on the embeddings → gold/user_segments (MERGE)
+and gold/segment_profiles."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import tempfile
+from dataclasses import replace
 
 import mlflow
 import numpy as np
@@ -15,21 +15,26 @@ from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, Map
                                StructField, StructType)
 
 from persona.errors import PersonaError
-from persona.lake.catalog import load_kmeans, register_segments
+from persona.lake.catalog import (ENCODER_ARTIFACT, current_encoder, list_model, load_encoder,
+                                  load_kmeans, register_segments, save_encoder)
+from persona.lake.versions import content_version
 from persona.runtime.context import StageContext
 from persona.segmentation.dec import METHODS as REFINEMENTS
-from persona.segmentation.dec import nearest_center, refine_segments, segment_method
-from persona.segmentation.explain import (fit_surrogate, highlights, segment_names, segment_rules,
+from persona.segmentation.dec import dec_spec, refine
+from persona.segmentation.explain import (describe, fit_surrogate, highlights, readable_columns,
+                                          segment_names, segment_rules,
                                           standardised_differences)
-from persona.segmentation.manifold import manifold_method, map_to_manifold, sample_points
-from persona.segmentation.metrics import CRITERIA
-from persona.segmentation.models import (MixtureSpec, SampleMixture, fit_segments_model,
-                                         fit_settings, mixture_spec, plot_k_selection, select_k,
-                                         training_cost)
-from persona.segmentation.profiles import centroid_distance, describe, feature_stats, with_vector
+from persona.segmentation.manifold import (MANIFOLD_ARTIFACT, MODEL_FILE, Manifold,
+                                           learn_manifold, manifold_method, umap_spec)
+from persona.segmentation.models import (SEGMENTER_ARTIFACT, MllibKMeans, NearestCenters,
+                                         SampleMixture, Segmenter, Segments, check_segments,
+                                         configured_segmenter, plot_k_selection, segment_method,
+                                         segment_sizes, select_k)
+from persona.segmentation.profiles import feature_stats, with_vector
 from persona.stages.embed import EMBEDDINGS_TABLE
-from persona.stages.features import FEATURES_TABLE, feature_columns
+from persona.stages.features import FEATURES_TABLE, feature_columns, feature_groups
 from persona.stages.train import petastorm_cache_url
+from persona.training.inference import encode
 
 HELP = ("K-Means (or segment.method: gmm, a Gaussian mixture) on the embeddings "
         "(segment.manifold: umap maps them onto a manifold first; segment.method: dec|idec "
@@ -58,39 +63,37 @@ PROFILE_SCHEMA = StructType([
 
 
 def _k_range(ctx: StageContext) -> list[int]:
-    k = ctx.config.get("segment.k", "auto")
+    k = ctx.config.get("segment.k")
     if k != "auto":
-        return [ctx.config.integer("segment.k", minimum=2)]
-    bounds = ctx.config.get("segment.k_range", [2, 10])
-    if (not isinstance(bounds, list) or len(bounds) != 2
-            or not all(isinstance(b, int) for b in bounds) or not 2 <= bounds[0] <= bounds[1]):
-        raise PersonaError(f"segment.k_range must be [min, max] with 2 <= min <= max, "
-                           f"got {bounds!r}")
-    return list(range(bounds[0], bounds[1] + 1))
+        return [k]
+    low, high = ctx.config.get("segment.k_range")
+    return list(range(low, high + 1))
 
 
 def _k_criterion(ctx: StageContext) -> str:
-    return ctx.config.choice("segment.k_criterion", list(CRITERIA), "silhouette")
+    return ctx.config.get("segment.k_criterion")
 
 
-def fit_segments(ctx: StageContext, vectors: DataFrame, users: int,
-                 sample: np.ndarray | None = None, mixture: MixtureSpec | None = None):
-    """K-Means with ``segment.k`` (best of ``segment.n_init`` starts), or the best k over
-    ``segment.k_range`` by ``segment.k_criterion``, with every criterion's curve plotted;
-    the Gaussian mixture ``mixture`` instead of K-Means when given.
-
-    Fitted on ``sample`` when given (a bounded sample of users), else on every user."""
-    fit = fit_settings(ctx.config)
+def _k_candidates(ctx: StageContext, users: int) -> list[int]:
     candidates = [k for k in _k_range(ctx) if k < users]
     if not candidates:
         raise PersonaError(f"segment.k must be smaller than the number of users ({users})")
+    return candidates
+
+
+def fit_segments(ctx: StageContext, space: DataFrame, users: int, candidates: list[int],
+                 segmenter: Segmenter, sample: np.ndarray | None = None
+                 ) -> tuple[Segmenter, Segments]:
+    """``segmenter`` with the one k of ``candidates``, or with the best k by
+    ``segment.k_criterion``, with every criterion's curve plotted; fitted on ``sample``
+    when given. Returns the segmenter with the chosen k and its segments."""
     if len(candidates) == 1:
-        return fit_segments_model(vectors, candidates[0], sample=sample, mixture=mixture,
-                                  **fit)
+        segmenter = replace(segmenter, k=candidates[0])
+        return segmenter, segmenter.fit(space, sample)
     criterion = _k_criterion(ctx)
-    sample_size = ctx.config.integer("segment.silhouette_sample", 20000, minimum=100)
-    chosen = select_k(vectors, candidates, criterion, total=users, sample_size=sample_size,
-                      log=ctx.log.info, sample=sample, mixture=mixture, **fit)
+    sample_size = ctx.config.get("segment.silhouette_sample")
+    chosen = select_k(space, candidates, criterion, segmenter, total=users,
+                      sample_size=sample_size, log=ctx.log.info, sample=sample)
     for k, scores in chosen.scores.items():
         mlflow.log_metrics({f"k_selection.{name}": value for name, value in scores.items()},
                            step=k)
@@ -100,40 +103,46 @@ def fit_segments(ctx: StageContext, vectors: DataFrame, users: int,
     with tempfile.TemporaryDirectory() as tmp:
         plot_k_selection(chosen, os.path.join(tmp, "k_selection.png"))
         mlflow.log_artifact(os.path.join(tmp, "k_selection.png"))
-    ctx.log.info("chose k=%d by %s over %d..%d (best k by criterion: %s)", chosen.model.getK(),
-                 criterion, candidates[0], candidates[-1],
+    k = chosen.best_by[criterion]
+    ctx.log.info("chose k=%d by %s over %d..%d (best k by criterion: %s)", k, criterion,
+                 candidates[0], candidates[-1],
                  ", ".join(f"{c} {k}" for c, k in chosen.best_by.items()))
-    return chosen.model
+    return replace(segmenter, k=k), chosen.model
 
 
 def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame:
-    """Per segment: size, what distinguishes it (in the features' own units), a short
-    name, and the rules of a shallow surrogate tree with its fidelity on held-out users."""
+    """Per segment: size, what distinguishes it (in the features' own units, among the
+    columns a person can read), a short name, and the rules of a shallow surrogate tree with
+    its fidelity on held-out users."""
     features = ctx.lake.read(FEATURES_TABLE)
     columns = feature_columns(features)
+    groups = feature_groups(features) if "features" in features.columns else {}
+    readable = readable_columns(columns, groups)
     per_segment, population = feature_stats(features, segments, columns)
     pop = population.first().asDict()
     rows = per_segment.orderBy("segment").collect()
     total = sum(r["size"] for r in rows)
-    numeric = ctx.config.get("sources.users.attributes.numeric", None) or []
+    numeric = ctx.config.get("sources.users.attributes.numeric") or []
     z = {int(r["segment"]): standardised_differences(r.asDict(), pop, columns) for r in rows}
-    names = segment_names(z)
-    surrogate = fit_surrogate(features, segments, columns,
-                              depth=ctx.config.integer("segment.surrogate_depth", 3, minimum=1),
-                              seed=ctx.config.integer("segment.seed", 7))
-    rules = segment_rules(surrogate.tree, columns, numeric_attributes=numeric)
+    z_readable = {s: {c: v for c, v in zs.items() if c in readable} for s, zs in z.items()}
+    names = segment_names(z_readable)
+    surrogate = fit_surrogate(features, segments, readable,
+                              depth=ctx.config.get("segment.surrogate_depth"),
+                              seed=ctx.config.get("segment.seed"))
+    rules = segment_rules(surrogate.tree, readable, numeric_attributes=numeric)
     ctx.metric("surrogate_fidelity", surrogate.fidelity)
-    mlflow.log_dict({"columns": columns, "tree": surrogate.tree, "fidelity": surrogate.fidelity,
+    mlflow.log_dict({"columns": readable, "tree": surrogate.tree,
+                     "fidelity": surrogate.fidelity,
                      "holdout_users": surrogate.holdout_users}, "surrogate_tree.json")
     out = []
     for r in rows:
         s, means = int(r["segment"]), r.asDict()
-        top, description = describe(means, pop, columns)
+        top, description = describe(means, pop, z_readable[s], numeric_attributes=numeric)
         out.append((s, int(r["size"]), r["size"] / total, description, top,
                     {c: float(means[c]) for c in columns},
                     {c: float(pop[f"mean_{c}"]) for c in columns}, version,
-                    names[s], highlights(means, pop, z[s], numeric_attributes=numeric), z[s],
-                    rules.get(s, []), surrogate.recall.get(s), surrogate.fidelity))
+                    names[s], highlights(means, pop, z_readable[s], numeric_attributes=numeric),
+                    z[s], rules.get(s, []), surrogate.recall.get(s), surrogate.fidelity))
         ctx.log.info("segment %d \"%s\": %d users; %s", s, names[s], r["size"],
                      "; ".join(x["rule"] for x in rules.get(s, [])) or "no rule of its own")
     ctx.log.info("surrogate tree agrees with the segments for %.1f%% of %d held-out users",
@@ -141,26 +150,25 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
     return ctx.spark.createDataFrame(out, PROFILE_SCHEMA)
 
 
-def _segment_model(ctx: StageContext, vectors: DataFrame, users: int,
-                   sample: np.ndarray | None, mixture: MixtureSpec | None):
+def _segment_model(ctx: StageContext, space: DataFrame, users: int, segmenter: Segmenter,
+                   sample: np.ndarray | None) -> tuple[Segmenter, Segments]:
     """The registered K-Means model of ``segment.model_uri`` (no fitting), else a new fit."""
-    uri = ctx.config.get("segment.model_uri", None)
+    uri = ctx.config.get("segment.model_uri")
     if not uri:
-        return fit_segments(ctx, vectors, users, sample, mixture)
-    model = load_kmeans(uri)
-    dims = vectors.select(F.size("embedding")).first()[0]
-    centre_dims = len(model.clusterCenters()[0])
-    if centre_dims != dims:
-        raise PersonaError(f"segment.model_uri: {uri} has {centre_dims}-dimensional centres, "
-                           f"the embeddings have {dims} dimensions")
-    ctx.log.info("assigning segments with %s (k=%d) instead of fitting", uri, model.getK())
-    return model
+        return fit_segments(ctx, space, users, _k_candidates(ctx, users), segmenter, sample)
+    model = MllibKMeans(load_kmeans(uri))
+    dims = space.select(F.size("embedding")).first()[0]
+    if model.centers.shape[1] != dims:
+        raise PersonaError(f"segment.model_uri: {uri} has {model.centers.shape[1]}-dimensional "
+                           f"centres, the embeddings have {dims} dimensions")
+    ctx.log.info("assigning segments with %s (k=%d) instead of fitting", uri, model.k)
+    return replace(segmenter, k=model.k), model
 
 
 def _check_methods(ctx: StageContext, method: str, manifold: str) -> None:
     """A mixture, refinement and the manifold fit new segments: none goes with a registered
     K-Means model; refinement and the manifold do not go together."""
-    if ctx.config.get("segment.model_uri", None) and (method != "kmeans" or manifold != "none"):
+    if ctx.config.get("segment.model_uri") and (method != "kmeans" or manifold != "none"):
         option = (f"segment.method={method}" if method != "kmeans"
                   else f"segment.manifold={manifold}")
         raise PersonaError(f"{option} fits new segments: it cannot be used with "
@@ -168,6 +176,89 @@ def _check_methods(ctx: StageContext, method: str, manifold: str) -> None:
     if method in REFINEMENTS and manifold != "none":
         raise PersonaError(f"segment.method={method} refines the encoder's own space: it cannot "
                            f"be combined with segment.manifold={manifold}")
+
+
+def _learn_manifold(ctx: StageContext, embeddings: DataFrame, users: int) -> Manifold:
+    """UMAP learned from a sample of ``embeddings``, logged to MLflow and listed in
+    meta/models (kind ``umap``, with the encoder it reads)."""
+    spec = umap_spec(ctx.config)
+    head = embeddings.select("model_version", "feature_set_version",
+                             F.size("embedding").alias("dim")).first()
+    mlflow.log_params({f"umap.{k}": v for k, v in spec.to_dict().items()})
+    manifold = learn_manifold(embeddings, spec)
+    ctx.log.info("UMAP to %d dimensions (%d neighbours, min_dist %g) learned from %d of %d "
+                 "users", spec.n_components, spec.n_neighbors, spec.min_dist,
+                 len(manifold.points), users)
+    with tempfile.TemporaryDirectory() as tmp:
+        with open(os.path.join(tmp, MODEL_FILE), "wb") as fh:
+            fh.write(manifold.model)
+        mlflow.log_artifacts(tmp, MANIFOLD_ARTIFACT)
+    list_model(ctx.lake, manifold.version, "umap", f"runs:/{ctx.run_id}/{MANIFOLD_ARTIFACT}",
+               feature_set_version=head["feature_set_version"], input_dim=head["dim"],
+               latent_dim=spec.n_components, input_model_version=head["model_version"])
+    mlflow.set_tag("manifold_version", manifold.version)
+    ctx.metric("umap_sample", len(manifold.points))
+    return manifold
+
+
+def _refine(ctx: StageContext, method: str, start: Segments, embedded_with: str
+            ) -> tuple[DataFrame, NearestCenters, str]:
+    """DEC / IDEC from the centres of ``start`` and the encoder ``embedded_with`` (the
+    current one), under Horovod; the refined encoder logged and listed in meta/models.
+
+    Returns the users' refined embeddings (user_id, embedding; persisted), the refined
+    centres, and the refined encoder's version.
+    """
+    ref = current_encoder(ctx.lake, ctx.config.get("model.uri"))
+    if ref.version != embedded_with:
+        raise PersonaError(f"gold/user_embeddings were made by encoder {embedded_with}, the "
+                           f"current encoder is {ref.version}: run `persona embed` first")
+    architecture, weights = load_encoder(ref.uri)
+    features = ctx.lake.read(FEATURES_TABLE).select("user_id", "features",
+                                                    "feature_set_version")
+    spec = dec_spec(ctx.config, method)
+    num_proc = ctx.config.get("train.num_proc")
+    ctx.log.info("%s refinement of encoder %s and %d centres on %d Horovod ranks", method,
+                 ref.version, start.k, num_proc)
+    mlflow.log_params({f"dec.{k}": v for k, v in spec.to_dict().items()})
+    result = refine(ctx.spark, features, architecture, weights, start.centers.tolist(), spec,
+                    num_proc, petastorm_cache_url(ctx))
+    for entry in result.history:
+        mlflow.log_metrics({f"dec.{k}": v for k, v in entry.items() if k != "step"},
+                           step=entry["step"])
+    ctx.metric("dec_steps", result.steps)
+    ctx.metric("dec_converged", int(result.converged))
+    ctx.metric("dec_seconds", round(result.seconds, 2))
+    ctx.log.info("%s: %d steps, %s (%.1f s in Horovod)", method, result.steps,
+                 "converged" if result.converged else "stopped at segment.dec.max_steps",
+                 result.seconds)
+
+    first = features.select("features", "feature_set_version").first()
+    version = content_version([ref.version, method, result.centers],
+                              arrays=result.encoder_weights)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_encoder(tmp, result.encoder_json, result.encoder_weights, spec)
+        mlflow.log_artifacts(tmp, ENCODER_ARTIFACT)
+    list_model(ctx.lake, version, spec.method, f"runs:/{ctx.run_id}/{ENCODER_ARTIFACT}",
+               feature_set_version=first["feature_set_version"],
+               input_dim=len(first["features"]), latent_dim=len(result.centers[0]),
+               final_loss=result.history[-1].get("kl", 0.0))
+    mlflow.set_tag("refined_encoder_version", version)
+    space = (encode(features.select("user_id", "features"), result.encoder_json,
+                    result.encoder_weights)
+             .select("user_id", "embedding").persist(StorageLevel.MEMORY_AND_DISK))
+    return space, NearestCenters(np.array(result.centers)), version
+
+
+def _record(ctx: StageContext, version: str, method: str, manifold: str,
+            segmenter: Segmenter, model: Segments, encoder: str, feature_set: str) -> None:
+    """What was fitted, for evaluate to refit the same: ``segmenter.json`` in this run and a
+    meta/models entry (kind ``segments``: input_dim the space's dimensions, latent_dim k)."""
+    mlflow.log_dict({"method": method, "manifold": manifold, "segmenter": segmenter.to_dict(),
+                     "encoder_version": encoder}, SEGMENTER_ARTIFACT)
+    list_model(ctx.lake, version, "segments", f"runs:/{ctx.run_id}/{SEGMENTER_ARTIFACT}",
+               feature_set_version=feature_set, input_dim=model.centers.shape[1],
+               latent_dim=model.k, input_model_version=encoder)
 
 
 def run(ctx: StageContext) -> None:
@@ -178,64 +269,65 @@ def run(ctx: StageContext) -> None:
     users = embeddings.count()
     if users < 2:
         raise PersonaError(f"{EMBEDDINGS_TABLE} has {users} user(s): nothing to segment")
-    encoder = embeddings.select("model_version").first()[0]
+    encoder, feature_set = embeddings.select("model_version", "feature_set_version").first()
+    segmenter = configured_segmenter(ctx.config, _k_candidates(ctx, users)[0])
     space, sample = embeddings.select("user_id", "embedding"), None
     if manifold == "umap":
-        space, encoder, sample = map_to_manifold(ctx, embeddings, users)
-    mixture = mixture_spec(ctx.config) if method == "gmm" else None
-    if mixture is not None and sample is None:
-        sample = sample_points(space, mixture.sample, fit_settings(ctx.config)["seed"])
+        learned = _learn_manifold(ctx, embeddings, users)
+        space, encoder, sample = learned.project(space), learned.version, learned.points
+    elif segmenter.sample_size is not None:
+        sample = segmenter.draw_sample(space)
         ctx.log.info("Gaussian mixture (%s covariance) fitted on %d of %d users",
-                     mixture.covariance, len(sample), users)
+                     segmenter.mixture.covariance, len(sample), users)
         ctx.metric("gmm_sample", len(sample))
-    vectors = with_vector(space).persist(StorageLevel.MEMORY_AND_DISK)
-    refined = None
+    space = with_vector(space).persist(StorageLevel.MEMORY_AND_DISK)
+    refined = assigned = None
     try:
-        model = _segment_model(ctx, vectors, users, sample, mixture)
-        centers = [c.tolist() for c in model.clusterCenters()]
-        labelled = model.transform(vectors)
+        segmenter, model = _segment_model(ctx, space, users, segmenter, sample)
+        start = model
         if method in REFINEMENTS:
-            refined, centers, encoder = refine_segments(
-                ctx, method, centers, encoder, ctx.lake.read(FEATURES_TABLE),
-                petastorm_cache_url(ctx))
-            labelled = refined.withColumn("segment", nearest_center("embedding", centers))
-        version = hashlib.sha1(json.dumps([encoder, centers]).encode()).hexdigest()[:12]
-        assigned = labelled.select(
-            "user_id",
-            F.col("segment").cast("int"),
-            centroid_distance("embedding", "segment", centers).alias("distance"),
-            F.lit(version).alias("model_version"),
-            F.lit(encoder).alias("encoder_version"),
-            F.current_timestamp().alias("assigned_at"),
-        )
+            refined, model, encoder = _refine(ctx, method, model, encoder)
+        assigned = (model.transform(space if refined is None else refined)
+                    .select("user_id", F.col("segment").cast("int"), "distance")
+                    .persist(StorageLevel.MEMORY_AND_DISK))
+        sizes = segment_sizes(assigned)
+        label = f"segment.method={method}" + (
+            f" on segment.manifold={manifold}" if manifold != "none" else "")
+        check_segments(label, segmenter.k, sizes)
+        centers = model.centers.tolist()
+        version = content_version([encoder, centers])
         changes = ctx.lake.merge(
-            assigned, SEGMENTS_TABLE, key="user_id",
+            assigned.select("*", F.lit(version).alias("model_version"),
+                            F.lit(encoder).alias("encoder_version"),
+                            F.current_timestamp().alias("assigned_at")),
+            SEGMENTS_TABLE, key="user_id",
             changed="t.segment <> s.segment OR t.model_version <> s.model_version")
     finally:
-        vectors.unpersist()
-        if refined is not None:
-            refined.unpersist()
+        for df in (space, refined, assigned):
+            if df is not None:
+                df.unpersist()
     segments = ctx.lake.read(SEGMENTS_TABLE)
     profiles = _profiles(ctx, segments, version)
     ctx.lake.overwrite(profiles, PROFILES_TABLE)
 
-    k = model.getK()
-    ctx.metric("k", k)
+    ctx.metric("k", len(sizes))
     ctx.metric("users", users)
-    cost = training_cost(model)
-    if cost is not None:
-        ctx.metric("training_cost", cost)
+    if start.cost is not None:
+        ctx.metric("training_cost", start.cost)
     if isinstance(model, SampleMixture):
         ctx.metric("log_likelihood", model.log_likelihood)
-        mlflow.log_dict({"covariance": mixture.covariance, "means": centers,
+        mlflow.log_dict({"covariance": segmenter.mixture.covariance, "means": centers,
                          "weights": np.exp(model.log_weights).tolist(),
                          "precision_factors": model.precision_factors.tolist()}, "gmm.json")
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)
     mlflow.set_tag("segment_model_version", version)
-    mlflow.log_dict({"k": k, "centers": centers, "encoder_version": encoder}, "kmeans.json")
+    mlflow.log_dict({"k": model.k, "centers": centers, "encoder_version": encoder},
+                    "kmeans.json")
+    _record(ctx, version, method, manifold, segmenter, model, encoder, feature_set)
     if method == "kmeans" and manifold == "none":
-        in_use = register_segments(ctx.config, model, ctx.config.get("segment.model_uri", None))
+        in_use = register_segments(ctx.config, model.model,
+                                   ctx.config.get("segment.model_uri"))
         ctx.log.info("registry alias now on the K-Means model in use: %s", in_use)
-    ctx.log.info("%d users in %d segments (%s); merge: %s", users, k, version,
+    ctx.log.info("%d users in %d segments (%s); merge: %s", users, len(sizes), version,
                  ", ".join(f"{v} {n}" for n, v in changes.items()))

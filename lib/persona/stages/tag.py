@@ -31,6 +31,7 @@ from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, Struc
 
 from persona.errors import PersonaError
 from persona.features import build as fx
+from persona.features.external import configured
 from persona.runtime.context import StageContext
 from persona.splits import user_bucket
 from persona.stages.embed import EMBEDDINGS_TABLE
@@ -38,13 +39,14 @@ from persona.stages.features import FEATURES_TABLE, build_groups, feature_column
 from persona.stages.train import petastorm_cache_url
 from persona.tags import labels as tx
 from persona.tags.classifier import ClassifierSpec, train_classifier, validation_arrays
-from persona.tags.spec import INPUTS, TagSpec, tag_specs
+from persona.config.schema import TAG_INPUTS as INPUTS
+from persona.tags.spec import TagSpec, tag_specs
+from persona.timestamps import parse_timestamp
 from persona.training.inference import encode
 
 HELP = "profile tags: a Horovod DNN and a logistic baseline per tag → gold/user_tags"
 TAGS_TABLE = "gold/user_tags"
 METRICS_TABLE = "gold/tag_metrics"
-MODELS = ("dnn", "logreg", "majority")
 THRESHOLDS = [round(0.02 + 0.01 * i, 2) for i in range(97)]
 METRICS_SCHEMA = StructType([
     StructField("tag", StringType()), StructField("model", StringType()),
@@ -61,17 +63,11 @@ METRICS_SCHEMA = StructType([
 
 def enabled(config) -> bool:
     """`persona run` trains tags only when ``tags`` declares some."""
-    return bool(config.get("tags", None))
+    return bool(config.get("tags"))
 
 
 def _timestamp(ctx: StageContext, spec: TagSpec) -> dt.datetime:
-    try:
-        value = ctx.spark.sql(f"SELECT CAST('{spec.cutoff}' AS TIMESTAMP) AS t").first()["t"]
-    except Exception:  # Spark raises on a malformed literal in ANSI mode
-        value = None
-    if value is None:
-        raise PersonaError(f"tags.{spec.name}.cutoff: not a timestamp: {spec.cutoff!r}")
-    return value
+    return parse_timestamp(ctx.spark, spec.cutoff, f"tags.{spec.name}.cutoff")
 
 
 @dataclass
@@ -85,7 +81,7 @@ class Dataset:
 
 def _declared_attributes(ctx: StageContext) -> list[str]:
     return [a for kind in ("categorical", "numeric")
-            for a in ctx.config.get(f"sources.users.attributes.{kind}", None) or []]
+            for a in ctx.config.get(f"sources.users.attributes.{kind}") or []]
 
 
 def _attribute_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> Dataset:
@@ -127,7 +123,7 @@ def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> D
     base, *rest = groups.values()
     history = fx.fuse(base, rest, impute_method(ctx.config))
     columns = [c for c in history.columns if c != "user_id"]
-    purchases = list(ctx.config.get("features.purchase_types", ["purchase"]))
+    purchases = list(ctx.config.get("features.purchase_types"))
     labels = tx.behaviour_labels(events, cutoff, spec.horizon_days, spec.label, purchases,
                                  spec.top_share)
     absent = [c for c in columns if c not in silver.columns]
@@ -326,7 +322,7 @@ def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], 
     validation = validation_arrays(rows.where(F.col("part") == "validation"),
                                    spec.validation_sample)
     result = train_classifier(ctx.spark, rows.where(F.col("part") == "train"), validation, cls,
-                              spec.name, ctx.config.integer("train.num_proc", 2, minimum=1),
+                              spec.name, ctx.config.get("train.num_proc"),
                               petastorm_cache_url(ctx))
     for epoch, (loss, val) in enumerate(zip(result.losses, result.validation_losses), start=1):
         mlflow.log_metrics({f"{spec.name}.loss": loss, f"{spec.name}.val_loss": val}, step=epoch)
@@ -355,13 +351,38 @@ def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], 
     return result, evaluations
 
 
+def source_table(spec: TagSpec) -> str:
+    """The bronze table a tag's labels come from."""
+    return "bronze/users" if spec.attribute else "bronze/events"
+
+
+def usable(ctx: StageContext, specs: list[TagSpec]) -> list[TagSpec]:
+    """The tags that can be trained. On imported features (``features.input.path``) ingest
+    does not run: a tag whose source table is absent is skipped with the reason logged
+    (elsewhere its absence is the error of reading it: run `persona ingest` first)."""
+    if not configured(ctx.config):
+        return specs
+    out = []
+    for spec in specs:
+        if ctx.lake.exists(source_table(spec)):
+            out.append(spec)
+        else:
+            ctx.log.info("tag %s skipped: its labels come from %s, which imported features "
+                         "(features.input.path) do not provide", spec.name, source_table(spec))
+    return out
+
+
 def run(ctx: StageContext) -> None:
     specs = tag_specs(ctx.config)
-    if not specs:
-        raise PersonaError("no tags configured: declare targets under tags.<name>")
+    trainable = usable(ctx, specs)
+    if not trainable:
+        ctx.log.info("no tag to train: %s; %s left as it was",
+                     "every configured tag was skipped" if specs
+                     else "none configured (declare targets under tags.<name>)", TAGS_TABLE)
+        return
     silver = ctx.lake.read(FEATURES_TABLE)
     tagged, metrics = None, []
-    for spec in specs:
+    for spec in trainable:
         predictions, rows = _tag(ctx, spec, silver)
         tagged = predictions if tagged is None else tagged.unionByName(predictions)
         metrics += rows

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import datetime, timezone
 
 import mlflow
-from pyspark.sql import Row
 
 from persona.config import Config
 from persona.errors import PersonaError
-from persona.lake.catalog import ENCODER_ARTIFACT, MODELS_TABLE, register_encoder, save_encoder
+from persona.lake.catalog import ENCODER_ARTIFACT, list_model, register_encoder, save_encoder
 from persona.runtime.context import StageContext
 from persona.stages.features import FEATURES_TABLE, sequence_shape
-from persona.training.autoencoder import SEQUENCE_ENCODERS, AutoencoderSpec
+from persona.training.autoencoder import AutoencoderSpec
 from persona.training.horovod import train_autoencoder
 
 HELP = "train the denoising autoencoder with Horovod, data through Petastorm"
@@ -21,35 +19,29 @@ HELP = "train the denoising autoencoder with Horovod, data through Petastorm"
 
 def spec_from_config(cfg: Config, input_dim: int,
                      sequence: tuple[int, int] | None = None) -> AutoencoderSpec:
-    """``train.*`` checked; ``sequence`` is the (steps, step_size) at the end of the input."""
-    encoder = cfg.choice("train.sequence_encoder", SEQUENCE_ENCODERS, "gru")
+    """``train.*``; ``sequence`` is the (steps, step_size) at the end of the input."""
     steps, step_size = sequence or (0, 0)
-    hidden = cfg.get("train.hidden", [])
-    if not isinstance(hidden, list) or not all(isinstance(h, int) and h > 0 for h in hidden):
-        raise PersonaError(f"train.hidden must be a list of positive integers, got {hidden!r}")
-    noise = cfg.number("train.noise", 0.1)
-    if noise < 0:
-        raise PersonaError(f"train.noise must be >= 0, got {noise}")
     return AutoencoderSpec(
         input_dim=input_dim,
-        hidden=hidden,
-        latent_dim=cfg.integer("train.latent_dim", 8, minimum=1),
-        noise=noise,
-        learning_rate=cfg.number("train.learning_rate", 0.002),
-        epochs=cfg.integer("train.epochs", 30, minimum=1),
-        batch_size=cfg.integer("train.batch_size", 128, minimum=1),
-        seed=cfg.integer("train.seed", 7),
-        threads_per_proc=cfg.integer("train.threads_per_proc", 1, minimum=0),
+        hidden=cfg.get("train.hidden"),
+        latent_dim=cfg.get("train.latent_dim"),
+        noise=cfg.get("train.noise"),
+        learning_rate=cfg.get("train.learning_rate"),
+        epochs=cfg.get("train.epochs"),
+        batch_size=cfg.get("train.batch_size"),
+        seed=cfg.get("train.seed"),
+        threads_per_proc=cfg.get("train.threads_per_proc"),
         sequence_steps=steps,
         sequence_step_size=step_size,
-        sequence_encoder=encoder,
-        sequence_units=cfg.integer("train.sequence_units", 16, minimum=1),
+        sequence_encoder=cfg.get("train.sequence_encoder"),
+        sequence_units=cfg.get("train.sequence_units"),
     )
 
 
 def petastorm_cache_url(ctx: StageContext) -> str:
     """Where Petastorm materialises training data (``train.petastorm_cache``), as a URL."""
-    path = ctx.config.path_of("train.petastorm_cache", f"{ctx.lake.root}/_petastorm")
+    path = (ctx.config.path_of("train.petastorm_cache") if ctx.config.get("train.petastorm_cache")
+            else f"{ctx.lake.root}/_petastorm")
     if "://" in path or path.startswith("file:"):
         return path
     os.makedirs(path, exist_ok=True)
@@ -63,7 +55,7 @@ def run(ctx: StageContext) -> None:
         raise PersonaError(f"{FEATURES_TABLE} is empty: nothing to train on")
     sequence = sequence_shape(features)
     spec = spec_from_config(ctx.config, len(first["features"]), sequence)
-    num_proc = ctx.config.integer("train.num_proc", 2, minimum=1)
+    num_proc = ctx.config.get("train.num_proc")
     ctx.log.info("training on %d features, latent %d, %d epochs, %d Horovod ranks",
                  spec.input_dim, spec.latent_dim, spec.epochs, num_proc)
     if sequence:
@@ -82,13 +74,9 @@ def run(ctx: StageContext) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         save_encoder(tmp, result.encoder_json, result.encoder_weights, spec)
         mlflow.log_artifacts(tmp, ENCODER_ARTIFACT)
-    entry = Row(model_version=ctx.run_id, kind="autoencoder",
-                created_at=datetime.now(timezone.utc).replace(tzinfo=None),
-                model_uri=f"runs:/{ctx.run_id}/{ENCODER_ARTIFACT}",
-                feature_set_version=first["feature_set_version"],
-                input_dim=spec.input_dim, latent_dim=spec.latent_dim,
-                final_loss=float(result.losses[-1]))
-    ctx.lake.append(ctx.spark.createDataFrame([entry]), MODELS_TABLE)
+    list_model(ctx.lake, ctx.run_id, "autoencoder", f"runs:/{ctx.run_id}/{ENCODER_ARTIFACT}",
+               feature_set_version=first["feature_set_version"], input_dim=spec.input_dim,
+               latent_dim=spec.latent_dim, final_loss=result.losses[-1])
     mlflow.set_tag("model_version", ctx.run_id)
     registered = register_encoder(ctx.config, ctx.run_id, {
         "feature_set_version": first["feature_set_version"], "final_loss": result.losses[-1]})

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 from pyspark.sql import DataFrame, SparkSession
 
-from persona.training.horovod import (distributed_adam, init_rank, rank_callbacks, run_on_ranks,
-                                      steps_per_epoch)
+from persona.training.horovod import (distributed_adam, init_rank, rank_callbacks, rank_dataset,
+                                      run_on_ranks, steps_per_epoch)
 
 
 @dataclass
@@ -76,12 +76,8 @@ def _train_rank(converter, spec: ClassifierSpec, name: str, validation: tuple, r
                                             restore_best_weights=True)
     callbacks = rank_callbacks(hvd, tf, f"persona tag {name}", spec.epochs) + [stop]
     start = time.time()
-    with converter.make_tf_dataset(batch_size=spec.batch_size, cur_shard=hvd.rank(),
-                                   shard_count=hvd.size(), workers_count=1,
-                                   shuffling_queue_capacity=spec.batch_size * 8,
-                                   seed=spec.seed) as dataset:
-        dataset = dataset.map(lambda b: (tf.reshape(b.x, [-1, spec.input_dim]),
-                                         tf.reshape(b.y, [-1]), tf.reshape(b.weight, [-1])))
+    with rank_dataset(converter, spec.batch_size,
+                      {"x": spec.input_dim, "y": None, "weight": None}, spec.seed) as dataset:
         history = model.fit(dataset, steps_per_epoch=steps, epochs=spec.epochs,
                             validation_data=validation, callbacks=callbacks, verbose=0)
     if hvd.rank() != 0:

@@ -29,9 +29,6 @@ class AutoencoderSpec:
         return asdict(self)
 
 
-SEQUENCE_ENCODERS = ("gru", "conv", "dense")
-
-
 def build_autoencoder(spec: AutoencoderSpec):
     """Return ``(autoencoder, encoder)``: Gaussian input noise → dense encoder (beside a GRU
     or 1-D convolutional branch over the event sequence, when there is one) → latent →

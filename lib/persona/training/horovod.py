@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
@@ -65,6 +66,28 @@ def steps_per_epoch(rows: int, batch_size: int, ranks: int) -> int:
     return max(1, math.ceil(rows / (batch_size * ranks)))
 
 
+@contextmanager
+def rank_dataset(converter, batch_size: int, columns: dict, seed: int | None = None,
+                 one_pass: bool = False):
+    """This rank's shard of ``converter`` as a ``tf.data.Dataset`` of tuples, one tensor per
+    entry of ``columns`` (name: width): Petastorm's (None, None) batches of an array column
+    reshaped to [-1, width], a scalar column (width None) to [-1].
+
+    Endless and shuffled through a buffer of 8 batches (``seed``); ``one_pass``: a single
+    pass in storage order.
+    """
+    import horovod.tensorflow as hvd
+    import tensorflow as tf
+
+    order = (dict(num_epochs=1, shuffle_row_groups=False) if one_pass
+             else dict(shuffling_queue_capacity=batch_size * 8, seed=seed))
+    with converter.make_tf_dataset(batch_size=batch_size, cur_shard=hvd.rank(),
+                                   shard_count=hvd.size(), workers_count=1, **order) as dataset:
+        yield dataset.map(lambda batch: tuple(
+            tf.reshape(getattr(batch, name), [-1, width] if width else [-1])
+            for name, width in columns.items()))
+
+
 def _train_rank(converter, spec: AutoencoderSpec, rows: int):
     """Runs in every Horovod rank (a Spark task): train on this rank's Petastorm shard."""
     import time
@@ -75,14 +98,10 @@ def _train_rank(converter, spec: AutoencoderSpec, rows: int):
     steps = steps_per_epoch(rows, spec.batch_size, hvd.size())
     callbacks = rank_callbacks(hvd, tf, "persona train", spec.epochs)
     start = time.time()
-    with converter.make_tf_dataset(batch_size=spec.batch_size, cur_shard=hvd.rank(),
-                                   shard_count=hvd.size(), workers_count=1,
-                                   shuffling_queue_capacity=spec.batch_size * 8,
-                                   seed=spec.seed) as dataset:
-        dataset = dataset.map(lambda batch: tf.reshape(batch.features, [-1, spec.input_dim]))
-        dataset = dataset.map(lambda x: (x, x))
-        history = autoencoder.fit(dataset, steps_per_epoch=steps, epochs=spec.epochs,
-                                  callbacks=callbacks, verbose=0)
+    with rank_dataset(converter, spec.batch_size, {"features": spec.input_dim},
+                      spec.seed) as dataset:
+        history = autoencoder.fit(dataset.map(lambda x: (x, x)), steps_per_epoch=steps,
+                                  epochs=spec.epochs, callbacks=callbacks, verbose=0)
     if hvd.rank() != 0:
         return None
     return TrainResult([float(v) for v in history.history["loss"]], encoder.to_json(),

@@ -1,0 +1,71 @@
+"""The tag stage on a small lake: which configured tags it can train, and its one-line
+errors (the tags themselves are trained end to end in test_tag)."""
+import logging
+
+import pytest
+import yaml
+
+from persona.cli import main
+from persona.lake.tables import Lake
+from persona.pipeline import run_single
+from tests.conftest import make_config
+
+pytestmark = pytest.mark.stage
+
+
+class Lines(logging.Handler):
+    """The messages logged by one stage."""
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.messages, self.logger = [], logging.getLogger(f"persona.{stage}")
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self.messages
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+
+
+def tag_command(tmp_path, config) -> int:
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump(config.data))
+    return main(["tag", "--conf", str(conf)])
+
+
+def test_imported_features_skip_the_tags_their_sources_lack(spark, tmp_path):
+    """The default tags read bronze/users and bronze/events, which ingest writes: on
+    imported features each is skipped with its reason, and the stage says none is left."""
+    path = tmp_path / "features.csv"
+    path.write_text("customer,a,b\nc1,1,2\nc2,3,5\nc3,4,4\n")
+    tags = {"churn": {"label": "churn", "cutoff": "2025-03-15"}, "plan": {"attribute": "plan"}}
+    config = make_config(str(tmp_path), tags=tags, features={"input": {
+        "path": str(path), "format": "csv", "id_column": "customer"}})
+    run_single("features", config)
+    with Lines("tag") as messages:
+        assert tag_command(tmp_path, config) == 0
+    assert [m for m in messages if "skipped" in m or "no tag" in m] == [
+        "tag churn skipped: its labels come from bronze/events, which imported features "
+        "(features.input.path) do not provide",
+        "tag plan skipped: its labels come from bronze/users, which imported features "
+        "(features.input.path) do not provide",
+        "no tag to train: every configured tag was skipped; gold/user_tags left as it was"]
+    lake = Lake(spark, config.path_of("lake.root"))
+    assert not lake.exists("gold/user_tags") and not lake.exists("gold/tag_metrics")
+
+
+def test_tag_source_missing_without_imported_features_is_one_error_line(spark, tmp_path,
+                                                                         capsys):
+    config = make_config(str(tmp_path), tags={"plan": {"attribute": "plan"}})
+    lake = Lake(spark, config.path_of("lake.root"))
+    lake.overwrite(spark.createDataFrame([("u1", [0.5], 1.0, None)],
+                                         "user_id string, features array<float>, a double, "
+                                         "as_of timestamp"), "silver/user_features")
+    assert tag_command(tmp_path, config) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[-1] == (f"persona: error: table bronze/users not found under "
+                         f"lake.root={lake.root}: run `persona ingest` first")
