@@ -4,6 +4,7 @@ Also row accounting with corrupted rows, idempotent re-runs and recovery of the 
 segments (adjusted Rand index against the truth file).
 """
 import os
+import shutil
 
 import mlflow
 import pandas as pd
@@ -148,56 +149,57 @@ def test_rerunning_stages_leaves_the_same_tables(demo, spark):
     assert int(last["operationMetrics"]["numTargetRowsInserted"]) == 0
 
 
+def lake_copy(config: Config, spark, name: str, **settings) -> tuple[Config, Lake]:
+    """The pipeline's lake copied to a folder of its own, and its configuration with
+    ``settings`` (dotted keys): a test may change the copy without touching the shared run."""
+    root = os.path.join(os.path.dirname(config.path_of("lake.root")), name)
+    shutil.copytree(config.path_of("lake.root"), os.path.join(root, "lake"))
+    copy = make_config(root, sources=config.section("sources"),
+                       features=config.section("features"))
+    for key, value in settings.items():
+        copy.set(key, value)
+    return copy, Lake(spark, copy.path_of("lake.root"))
+
+
 def test_point_in_time_cut(demo, spark):
     """Features as of a past time ignore every later event: adding one changes nothing."""
-    config, lake, _, _ = demo
     cut = "2025-03-01 00:00:00"
-    config_cut = make_config(os.path.dirname(config.path_of("lake.root")),
-                             sources=config.section("sources"),
-                             features={**config.section("features"), "as_of": cut})
+    config_cut, lake = lake_copy(demo[0], spark, "point-in-time", **{"features.as_of": cut})
     columns = lambda df: df.drop("feature_set_version").orderBy("user_id").collect()
-    try:
-        run_single("features", config_cut)
-        features = lake.read("silver/user_features")
-        before = columns(features)
-        expected = (lake.read("bronze/events").where(F.col("event_time") <= F.lit(cut))
-                    .select("user_id").distinct().count())
-        everyone = lake.read("bronze/events").select("user_id").distinct().count()
-        assert len(before) == expected < everyone
-        assert str(features.first()["as_of"]) == "2025-03-01 00:00:00"
-        assert features.agg(F.min("recency_days")).first()[0] >= 0
+    run_single("features", config_cut)
+    features = lake.read("silver/user_features")
+    before = columns(features)
+    expected = (lake.read("bronze/events").where(F.col("event_time") <= F.lit(cut))
+                .select("user_id").distinct().count())
+    everyone = lake.read("bronze/events").select("user_id").distinct().count()
+    assert len(before) == expected < everyone
+    assert str(features.first()["as_of"]) == "2025-03-01 00:00:00"
+    assert features.agg(F.min("recency_days")).first()[0] >= 0
 
-        someone = before[0]["user_id"]
-        late = (lake.read("bronze/events").where(F.col("user_id") == someone).limit(1)
-                .withColumn("event_time", F.lit("2025-03-01 00:00:01").cast("timestamp"))
-                .union(lake.read("bronze/events").limit(1)
-                       .withColumn("user_id", F.lit("someone-new"))
-                       .withColumn("event_time", F.lit("2025-04-01").cast("timestamp"))))
-        lake.append(late, "bronze/events")
-        run_single("features", config_cut)
-        assert columns(lake.read("silver/user_features")) == before
-    finally:
-        run_single("ingest", config)    # restore bronze from the sources
-        run_single("features", config)  # and the full feature set
+    someone = before[0]["user_id"]
+    late = (lake.read("bronze/events").where(F.col("user_id") == someone).limit(1)
+            .withColumn("event_time", F.lit("2025-03-01 00:00:01").cast("timestamp"))
+            .union(lake.read("bronze/events").limit(1)
+                   .withColumn("user_id", F.lit("someone-new"))
+                   .withColumn("event_time", F.lit("2025-04-01").cast("timestamp"))))
+    lake.append(late, "bronze/events")
+    run_single("features", config_cut)
+    assert columns(lake.read("silver/user_features")) == before
 
 
-def test_past_feature_set_is_rebuilt_exactly_from_pinned_versions(demo):
+def test_past_feature_set_is_rebuilt_exactly_from_pinned_versions(demo, spark):
     """Delta time travel: features.input_versions rebuilds a feature set after bronze changed."""
-    config, lake, _, _ = demo
+    config, lake = lake_copy(demo[0], spark, "pinned")
     original = lake.read("silver/user_features").orderBy("user_id").collect()
     versions = {t: lake.version(t) for t in ("bronze/events", "bronze/users", "bronze/content")}
     extra = (lake.read("bronze/events").limit(1).withColumn("user_id", F.lit("newcomer")))
     lake.append(extra, "bronze/events")
-    try:
-        run_single("features", config)
-        changed = lake.read("silver/user_features")
-        assert changed.count() == len(original) + 1
-        assert changed.first()["feature_set_version"] != original[0]["feature_set_version"]
+    run_single("features", config)
+    changed = lake.read("silver/user_features")
+    assert changed.count() == len(original) + 1
+    assert changed.first()["feature_set_version"] != original[0]["feature_set_version"]
 
-        pinned = Config(config.data)
-        pinned.set("features.input_versions", versions)
-        run_single("features", pinned)
-        assert lake.read("silver/user_features").orderBy("user_id").collect() == original
-    finally:
-        run_single("ingest", config)
-        run_single("features", config)
+    pinned = Config(config.data)
+    pinned.set("features.input_versions", versions)
+    run_single("features", pinned)
+    assert lake.read("silver/user_features").orderBy("user_id").collect() == original

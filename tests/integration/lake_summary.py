@@ -61,5 +61,6 @@ def summarize(root: Path) -> dict:
         "embedding_model_version": sorted(set(embeddings["model_version"])),
         "segment_model_version": sorted(set(segments["model_version"])),
         "encoder_version": sorted(set(segments["encoder_version"])),
-        "trained_models": sorted(tables["meta/models"]["model_version"]),
+        "models": sorted(zip(tables["meta/models"]["kind"],
+                             tables["meta/models"]["model_version"])),
     }

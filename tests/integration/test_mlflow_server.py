@@ -126,8 +126,12 @@ def test_cluster_scores_with_registered_versions_like_local_mode(runs, local_sum
     # boundary of two segments could in principle flip: allow 1 %.
     differ = sum(after["segments"][u] != local_summary["segments"][u] for u in users)
     assert differ <= len(users) // 100
-    # Nothing was trained or fitted again.
-    assert after["trained_models"] == cluster_summary["trained_models"]
+    # Nothing was trained or fitted again: the one new catalog entry records the registered
+    # K-Means model now in use (kind segments, the version local mode fitted).
+    fitted = lambda summary: [m for m in summary["models"] if m[0] != "segments"]
+    assert fitted(after) == fitted(cluster_summary)
+    new = set(after["models"]) - set(cluster_summary["models"])
+    assert new == {("segments", v) for v in local_summary["segment_model_version"]}
     assert versions(mlflow_server, "persona-kmeans") == ["1"]
     assert champion(mlflow_server, "persona-kmeans")["version"] == "1"
     latest = stage_runs(mlflow_server, "persona-cluster")["segment"][0]
