@@ -75,9 +75,6 @@ class SourceSpec:
             raise PersonaError(
                 f"sources.{name}.columns: unknown canonical column(s) {', '.join(unknown)} "
                 f"(expected some of {', '.join(types)})")
-        if not source.path:
-            raise PersonaError(f"sources.{name}.path is missing: name the file, folder or glob "
-                               f"to read")
         return cls(
             name=name,
             path=resolve_path(source.path),
