@@ -13,12 +13,13 @@ HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI
 DEMO_USERS ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-fast mlflow-ui retail clean distclean help
+.PHONY: env demo test test-fast docs mlflow-ui retail clean distclean help
 
 help:
 	@echo "make demo       generate data with planted segments and run the whole pipeline"
 	@echo "make test       run the test suite (every tier: unit, stage, e2e)"
 	@echo "make test-fast  the unit tier only (pure functions on tiny data)"
+	@echo "make docs       regenerate docs/configuration.md from the configuration schema"
 	@echo "make retail     run the pipeline on the Online Retail data set"
 	@echo "make mlflow-ui  open the MLflow UI on the local runs (http://127.0.0.1:5000)"
 	@echo "make package    dist/: wheel, zip for --py-files, jobs and conf for a cluster"
