@@ -245,17 +245,6 @@ def refine(spark: SparkSession, features: DataFrame, architecture: str, weights:
 
 def dec_spec(config, method: str) -> DecSpec:
     """``segment.dec.*`` with ``method`` (dec or idec)."""
-    return DecSpec(
-        method=method,
-        alpha=config.get("segment.dec.alpha"),
-        gamma=config.get("segment.dec.gamma"),
-        optimizer=config.get("segment.dec.optimizer"),
-        learning_rate=config.get("segment.dec.learning_rate"),
-        batch_size=config.get("segment.dec.batch_size"),
-        update_interval=config.get("segment.dec.update_interval"),
-        max_steps=config.get("segment.dec.max_steps"),
-        tol=config.get("segment.dec.tol"),
-        decoder_epochs=config.get("segment.dec.decoder_epochs"),
-        seed=config.get("segment.seed"),
-        threads_per_proc=config.get("train.threads_per_proc"),
-    )
+    return DecSpec(method=method, seed=config.get("segment.seed"),
+                   threads_per_proc=config.get("train.threads_per_proc"),
+                   **config.section("segment.dec"))
