@@ -38,6 +38,34 @@ SECTIONS = {
         "On the features of a `planted.py` run: ARI of K-Means on the scaled features and of "
         "autoencoder + K-Means for subsets of the feature groups (mean ± sd over seeds).",
         ".venv/bin/python benchmarks/groups.py --out out/bench/planted-20000"),
+    "retail": (
+        "Segments that tell customers' futures apart (Online Retail)",
+        "The real UCI Online Retail transactions, features up to a cut-off: how much of each "
+        "customer's next-period log spend and churn (no purchase) lies between segments "
+        "(eta²), for the engine's segments and, in the same `persona evaluate` run on the "
+        "same customers, the classic RFM named segments and K-Means on log R, F, M; for "
+        "`segment.k: auto` and fixed k, with the shipped configuration and variants.",
+        ".venv/bin/python benchmarks/retail.py --variant 'no-outlook=features.groups=[behaviour, "
+        "windows, diversity, event_mix, time, sequence]'"),
+    "k_selection": (
+        "Choosing the number of segments",
+        "`segment.k: auto` over k = 2..10 with each `segment.k_criterion`: the k it picks "
+        "on the embeddings of planted segments (five), on scikit-learn's digits (standardised, "
+        "PCA to 10 dimensions; ten classes) and on Online Retail customers, where no number "
+        "of groups is known and a k is judged by the share of the variance of next-period "
+        "spend and churn between its segments (eta²); every curve, and the seconds that "
+        "bootstrap stability adds.",
+        ".venv/bin/python benchmarks/k_selection.py --seeds 3 "
+        "--retail-lake out/bench/retail-shipped/lake"),
+    "tags": (
+        "A tag only the items chosen reveal",
+        "`persona generate` plants an `interest` that shows only in which items users "
+        "choose, not in how much, when or in which category they buy: the tag "
+        "`tags.interest: {attribute: interest}` on the test users (ROC AUC, mean "
+        "one-vs-rest, and macro F1; mean ± sd over tag seeds) for the DNN, the logistic "
+        "regression and the majority class, on the features without and with the `items` "
+        "group (ALS user factors), and how often each model was shipped.",
+        ".venv/bin/python benchmarks/tags.py --users 3000 --seeds 3"),
 }
 
 HEADER = """# Results

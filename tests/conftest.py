@@ -22,6 +22,9 @@ TEST_SPARK = {
         "spark.ui.enabled": False,
         "spark.ui.showConsoleProgress": False,
         "spark.driver.memory": "3g",
+        # Delta replays a table's log in 50 partitions by default: on test-sized tables,
+        # scheduling them costs more than the replay (Delta's own test suites use 2).
+        "spark.databricks.delta.snapshotPartitions": 2,
     },
 }
 
@@ -72,3 +75,11 @@ def spark():
     session = get_spark(Config({"spark": TEST_SPARK}))
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def generated(spark, tmp_path_factory):
+    """The end-to-end run on generated data (:mod:`tests.runs`), built once per session."""
+    from tests.runs import generated_run
+
+    return generated_run(spark, tmp_path_factory)

@@ -56,8 +56,10 @@ def test_typo_in_set_names_the_nearest_key(tmp_path, capsys):
     ("train.hidden=[16, -1]", "train.hidden must be a list of positive integers, got [16, -1]"),
     ("segment.method=em", "segment.method must be one of kmeans, gmm, dec, idec, got 'em'"),
     ("features.groups=[behaviour, txt]", "features.groups[1] must be one of behaviour, "
-     "windows, diversity, event_mix, category, channel, time, profile, content, text, "
-     "sequence, got 'txt'"),
+     "windows, diversity, event_mix, category, channel, time, outlook, items, profile, "
+     "content, text, sequence, got 'txt'"),
+    ("features.group_weights={outlook:2}", "--set features.group_weights: outlook:2 has no "
+     "value (YAML needs a space after the colon, e.g. {outlook: 2})"),
     ("tags.churn.horizon_days=soon", "tags.churn.horizon_days must be an integer, got 'soon'"),
     ("sources.events.format=xlsx", "sources.events.format must be one of csv, json, parquet, "
      "delta, got 'xlsx'"),

@@ -112,10 +112,16 @@ def test_select_k_finds_three_blobs_and_plots(spark, tmp_path):
     vectors = with_vector(df).persist()
     chosen = select_k(vectors, [2, 3, 4], "davies_bouldin",
                       Segmenter("kmeans", 2, seed=1, max_iter=20, n_init=1), total=60,
-                      sample_size=100)
+                      sample_size=100, stability_runs=2, min_stability=0.8)
     assert chosen.model.k == 3
-    assert chosen.best_by == {"silhouette": 3, "davies_bouldin": 3, "calinski_harabasz": 3}
+    assert chosen.best_by == {"silhouette": 3, "davies_bouldin": 3, "calinski_harabasz": 3,
+                              "elbow": 3, "stability": 3}
     assert chosen.scores[3]["silhouette"] > chosen.scores[2]["silhouette"]
+    # within_ss is the K-Means cost over every point; three blobs come back from every
+    # bootstrap refit (stability 1).
+    assert chosen.scores[3]["within_ss"] == pytest.approx(chosen.scores[3]["cost"], rel=1e-4)
+    assert chosen.scores[3]["stability"] == pytest.approx(1.0)
+    assert chosen.seconds["stability"] > 0
     path = tmp_path / "k.png"
     plot_k_selection(chosen, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -138,6 +144,25 @@ def test_select_k_on_a_sample_assigns_every_point(spark):
             for x in sample))
 
 
+def test_select_k_elbow_of_two_values_falls_back_to_silhouette(spark):
+    rows = blobs(20, [(0, 0), (6, 0), (0, 6)])
+    vectors = with_vector(spark.createDataFrame(
+        rows, "user_id string, embedding array<float>, truth int")).persist()
+    sample = np.array([x for _, x, _ in rows])
+    segmenter = Segmenter("kmeans", 2, seed=1, max_iter=20, n_init=2, sample_size=60)
+    lines = []
+    chosen = select_k(vectors, [2, 3], "elbow", segmenter, total=60, sample_size=100,
+                      sample=sample, log=lambda message, *args: lines.append(message % args))
+    assert chosen.model.k == chosen.best_by["silhouette"] == chosen.best_by["elbow"] == 3
+    assert [line for line in lines if "knee" in line] == [
+        "elbow: no knee in the within-segment sum of squares over 2 value(s) of k (it needs 3 "
+        "or more, on a bending curve): k chosen by silhouette"]
+    assert "stability" not in chosen.scores[3]  # not measured without stability_runs
+    with pytest.raises(PersonaError, match="stability needs segment.stability_runs >= 1"):
+        select_k(vectors, [2, 3], "stability", segmenter, total=60, sample_size=100,
+                 sample=sample)
+
+
 def test_select_k_with_a_mixture(spark):
     """The Gaussian mixture fitted for each k on the points, scored and assigned in Spark."""
     rows = blobs(20, [(0, 0), (6, 0), (0, 6)])
@@ -149,6 +174,7 @@ def test_select_k_with_a_mixture(spark):
     chosen = select_k(vectors, [2, 3, 4], "silhouette", mixture, total=60, sample_size=100,
                       sample=sample)
     assert isinstance(chosen.model, SampleMixture) and chosen.best_by["silhouette"] == 3
+    assert chosen.best_by["elbow"] == 3  # within_ss from the segments, without a cost
     assert "cost" not in chosen.scores[3]  # a mixture is fitted by likelihood, not cost
     assigned = chosen.model.transform(vectors).groupBy("truth", "segment").count().collect()
     assert sorted(r["count"] for r in assigned) == [20, 20, 20]  # each blob one segment

@@ -245,7 +245,10 @@ def test_invalid_group_weights_are_a_clear_error(weights):
         Config({"features": {"group_weights": weights}})
     ctx = SimpleNamespace(config=Config({}))
     ctx.config.set("features.group_weights", {"text": 0.5, "sequence": 2})
-    assert _group_weights(ctx) == {"text": 0.5, "sequence": 2.0}
+    # The groups not named keep their default weight.
+    assert _group_weights(ctx) == {"text": 0.5, "sequence": 2.0, "outlook": 2.0}
+    ctx.config.set("features.group_weights", {"outlook": 1})
+    assert _group_weights(ctx) == {"outlook": 1.0}
 
 
 def test_level_columns_never_collide_with_buckets_or_each_other():

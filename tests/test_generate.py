@@ -18,7 +18,7 @@ from persona.generate import generate
 pytestmark = pytest.mark.unit
 
 COLUMNS = {
-    "users": ["user_id", "signup_date", "age", "gender", "country", "plan"],
+    "users": ["user_id", "signup_date", "age", "gender", "country", "plan", "interest"],
     "events": ["user_id", "event_time", "event_type", "item_id", "category", "quantity",
                "amount", "session_id", "channel"],
     "content": ["user_id", "event_time", "text", "rating"],

@@ -5,15 +5,13 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.test_tag import portrait_run
-
 pytestmark = pytest.mark.e2e
 
 NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "notebooks", "explore_run.ipynb")
 
 
-def test_notebook_runs_on_a_pipeline_output(spark, tmp_path_factory, monkeypatch):
-    _, lake, _, _ = portrait_run(spark, tmp_path_factory)
+def test_notebook_runs_on_a_pipeline_output(generated, monkeypatch):
+    lake = generated.lake
     monkeypatch.setenv("PERSONA_LAKE", lake.root)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",

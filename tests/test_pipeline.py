@@ -1,10 +1,10 @@
 """The whole pipeline once on generated data: Horovod with 2 ranks, Delta tables, MLflow runs.
 
 Also row accounting with corrupted rows, idempotent re-runs and recovery of the planted
-segments (adjusted Rand index against the truth file).
+segments (adjusted Rand index against the truth file). The run is the session's
+(:mod:`tests.runs`); the tests that change a lake change a copy of its lake.
 """
 import os
-import shutil
 
 import mlflow
 import pandas as pd
@@ -13,34 +13,19 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from persona.config import Config
-from persona.generate import generate
-from persona.lake.tables import Lake
-from persona.pipeline import run_pipeline, run_single
+from persona.pipeline import run_single
 from persona.runtime.tracking import tracking_uri
 from persona.stages.features import feature_columns, feature_groups, sequence_shape
-from tests.conftest import make_config
+from tests.runs import USERS, lake_copy
 
 pytestmark = pytest.mark.e2e
 
-USERS = 1000
-
 
 @pytest.fixture(scope="module")
-def demo(spark, tmp_path_factory):
-    """Generated data run through every stage once; yields (config, lake, generator counts)."""
-    tmp = str(tmp_path_factory.mktemp("pipeline"))
-    counts = generate(os.path.join(tmp, "data"), users=USERS, seed=3, bad_fraction=0.005)
-    with open(os.path.join(os.path.dirname(__file__), "..", "conf", "local.yaml")) as fh:
-        import yaml
-        local = yaml.safe_load(fh)
-    sources = local["sources"]
-    for name in ("events", "users", "content"):
-        sources[name]["path"] = os.path.join(tmp, "data", name)
-    config = make_config(tmp, sources=sources, features=local["features"])
-    config.set("train.epochs", local["train"]["epochs"])
-    config.set("train.hidden", local["train"]["hidden"])
-    results = run_pipeline(config)
-    yield config, Lake(spark, config.path_of("lake.root")), counts, results
+def demo(generated):
+    """Generated data run through every stage once: (config, lake, generator counts,
+    each stage's metrics)."""
+    return generated.config, generated.lake, generated.counts, generated.results
 
 
 def test_every_table_is_written(demo):
@@ -49,7 +34,7 @@ def test_every_table_is_written(demo):
                   "silver/user_features", "gold/user_embeddings", "gold/user_segments",
                   "gold/segment_profiles", "meta/models"):
         assert lake.exists(table), table
-    assert set(results) == {"ingest", "features", "train", "embed", "segment"}
+    assert set(results) == {"ingest", "features", "train", "embed", "segment", "tag"}
     users = lake.read("silver/user_features").count()
     assert users == lake.read("gold/user_embeddings").count()
     assert users == lake.read("gold/user_segments").count()
@@ -121,7 +106,7 @@ def test_each_stage_is_an_mlflow_run_with_losses(demo):
 
 
 def test_rerunning_stages_leaves_the_same_tables(demo, spark):
-    config, lake, _, _ = demo
+    config, lake = lake_copy(demo[0], spark, "rerun")
     event_key = ["user_id", "event_time", "event_type", "item_id", "session_id"]
 
     def rows(table, key, drop=()):
@@ -147,18 +132,6 @@ def test_rerunning_stages_leaves_the_same_tables(demo, spark):
     assert last["operation"] == "MERGE"  # a MERGE that found nothing to change
     assert int(last["operationMetrics"]["numTargetRowsUpdated"]) == 0
     assert int(last["operationMetrics"]["numTargetRowsInserted"]) == 0
-
-
-def lake_copy(config: Config, spark, name: str, **settings) -> tuple[Config, Lake]:
-    """The pipeline's lake copied to a folder of its own, and its configuration with
-    ``settings`` (dotted keys): a test may change the copy without touching the shared run."""
-    root = os.path.join(os.path.dirname(config.path_of("lake.root")), name)
-    shutil.copytree(config.path_of("lake.root"), os.path.join(root, "lake"))
-    copy = make_config(root, sources=config.section("sources"),
-                       features=config.section("features"))
-    for key, value in settings.items():
-        copy.set(key, value)
-    return copy, Lake(spark, copy.path_of("lake.root"))
 
 
 def test_point_in_time_cut(demo, spark):

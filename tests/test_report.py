@@ -16,7 +16,6 @@ from persona.report import charts
 from persona.report.page import Page, SegmentCard, TagCard, render
 from persona.runtime.tracking import tracking_uri
 from persona.stages.report import REPORT, highlighted, top_features
-from tests.test_tag import portrait_run
 
 pytestmark = pytest.mark.e2e
 
@@ -102,17 +101,19 @@ def test_page_shows_every_segment_and_escapes_text():
 
 
 @pytest.fixture(scope="module")
-def report(spark, tmp_path_factory):
-    config, lake, results, _ = portrait_run(spark, tmp_path_factory)
-    return config, lake, results, os.path.join(lake.root, REPORT)
+def report(generated):
+    """The session's end-to-end run (:mod:`tests.runs`): its configuration, lake, the report
+    stage's metrics and the page."""
+    lake = generated.lake
+    return generated.config, lake, generated.report, os.path.join(lake.root, REPORT)
 
 
 def test_report_is_in_the_lake_and_in_mlflow(report):
-    config, lake, results, path = report
+    config, lake, metrics, path = report
     html = open(path, encoding="utf-8").read()
     profiles = lake.read("gold/segment_profiles").collect()
-    assert results["report"]["segments"] == len(profiles)
-    assert results["report"]["tags"] == 2
+    assert metrics["segments"] == len(profiles)
+    assert metrics["tags"] == 2
     uris = re.findall(r'src="(data:image/png;base64,[^"]+)"', html)
     assert len(uris) == 4 + 2 * 2  # sizes, map, heatmap, F1; per tag confusion and values
     for uri in uris:

@@ -1,8 +1,8 @@
 """Profile tags: labels, splits and scores on hand-made data, then once end to end.
 
 The end-to-end run (generated data through every stage, tags trained by Horovod, then the
-report) is built once per test session by :func:`portrait_run`; test_report and
-test_notebook look at the same run.
+report) is the session's, built once by :func:`tests.runs.generated_run`; test_pipeline,
+test_report and test_notebook look at the same run.
 """
 import logging
 import os
@@ -10,52 +10,28 @@ from datetime import datetime
 
 import mlflow
 import pytest
-import yaml
 from pyspark.sql import functions as F
 
 from persona.config import Config
 from persona.errors import PersonaError
 from persona.features.build import Scaler
-from persona.generate import generate
-from persona.lake.tables import Lake
-from persona.pipeline import run_pipeline, run_single
+from persona.pipeline import run_single
 from persona.runtime.context import StageContext
 from persona.runtime.tracking import stage_run, tracking_uri
 from persona.stages import segment
 from persona.stages.tag import _with_x
 from persona.tags import labels as tx
 from persona.tags.spec import tag_specs
-from tests.conftest import make_config
+from tests.runs import TAGS, generated_run
 
 pytestmark = pytest.mark.e2e
 
-USERS = 500
-TAGS = {
-    "plan": {"attribute": "plan", "epochs": 30, "patience": 4},
-    "churn": {"label": "churn", "cutoff": "2025-03-15", "horizon_days": 90, "epochs": 30,
-              "patience": 4},
-}
-_BUILT = {}
-
 
 def portrait_run(spark, tmp_path_factory):
-    """Generated data (planted segments) through `persona run` with tags, then `persona
-    report`; returns ``(config, lake, pipeline results, data folder)``. Built once."""
-    if "run" not in _BUILT:
-        tmp = str(tmp_path_factory.mktemp("portrait"))
-        data = os.path.join(tmp, "data")
-        generate(data, users=USERS, seed=11, bad_fraction=0.0)
-        with open(os.path.join(os.path.dirname(__file__), "..", "conf", "local.yaml")) as fh:
-            local = yaml.safe_load(fh)
-        sources = local["sources"]
-        for name in ("events", "users", "content"):
-            sources[name]["path"] = os.path.join(data, name)
-        config = make_config(tmp, sources=sources, features=local["features"], tags=TAGS)
-        config.set("train.epochs", 8)
-        results = run_pipeline(config)
-        results["report"] = run_single("report", config)
-        _BUILT["run"] = (config, Lake(spark, config.path_of("lake.root")), results, data)
-    return _BUILT["run"]
+    """The session's end-to-end run as ``(config, lake, each stage's metrics with the
+    report's, data folder)``."""
+    run = generated_run(spark, tmp_path_factory)
+    return run.config, run.lake, {**run.results, "report": run.report}, run.data
 
 
 @pytest.fixture(scope="module")
@@ -265,7 +241,8 @@ def test_tag_models_and_metrics_are_in_mlflow(portrait):
     assert run.data.metrics["churn.dnn.f1"] == results["tag"]["churn.dnn.f1"]
     files = {os.path.basename(a.path) for a in mlflow.artifacts.list_artifacts(
         run_id=run.info.run_id, artifact_path="tags/churn/model")}
-    assert files == {"classifier.json", "weights.npz", "inputs.json"}
+    shipped = {"dnn": {"classifier.json", "weights.npz"}, "logreg": {"logreg"}}
+    assert files == shipped[run.data.params["churn.shipped"]] | {"inputs.json"}
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "churn.val_loss")
     assert len(history) >= run.data.metrics["churn.best_epoch"]
 

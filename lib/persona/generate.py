@@ -5,6 +5,14 @@
 (activity, basket value, timing, categories, channels, reviews, and the order and pace of
 events within a session) with enough per-user noise that no single column separates them. A small, exactly counted share of event rows is corrupted so
 that the ingest stage has something to quarantine.
+
+Every user also has an ``interest`` (:data:`INTERESTS`, drawn uniformly, independent of the
+segment) that only shows in WHICH items they choose: each interest favours one item in
+every :data:`INTEREST_PERIOD` of a category's items sorted by price, and
+:data:`INTEREST_PULL` of a user's events move to the nearest item their interest favours, a
+few price ranks away (:func:`_favourite`). Activity, categories, price levels and timing
+stay the same across interests, so that only a model of the items chosen (the ``items``
+feature group) can tell them apart.
 """
 from __future__ import annotations
 
@@ -31,10 +39,14 @@ ITEMS_PER_CATEGORY = 2_000
 CHANNELS = ("web", "app", "store")
 GENDERS = ("F", "M", "X")
 PLANS = ("free", "plus", "pro")
+INTERESTS = ("classic", "modern", "outdoor")
+INTEREST_PERIOD = 30  # each interest favours one item in this many, by price rank
+INTEREST_PULL = 0.2  # share of a user's events moved to an item their interest favours
+INTEREST_MISSING = 0.05  # share of users whose interest is not known
 COUNTRIES = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "PL")
 COUNTRY_WEIGHTS = (0.30, 0.15, 0.14, 0.11, 0.09, 0.08, 0.07, 0.06)
 
-USER_COLUMNS = ["user_id", "signup_date", "age", "gender", "country", "plan"]
+USER_COLUMNS = ["user_id", "signup_date", "age", "gender", "country", "plan", "interest"]
 EVENT_COLUMNS = ["user_id", "event_time", "event_type", "item_id", "category", "quantity",
                  "amount", "session_id", "channel"]
 CONTENT_COLUMNS = ["user_id", "event_time", "text", "rating"]
@@ -153,6 +165,22 @@ def _catalog(rng: np.random.Generator) -> Catalog:
     return Catalog(ids, cents)
 
 
+def _favourite(rank: np.ndarray, interest: np.ndarray) -> np.ndarray:
+    """The price rank nearest ``rank`` among the items ``interest`` favours: those whose rank
+    is ``interest * INTEREST_PERIOD // len(INTERESTS)`` modulo :data:`INTEREST_PERIOD`."""
+    offset = interest * INTEREST_PERIOD // len(INTERESTS)
+    step = (offset - rank) % INTEREST_PERIOD
+    moved = rank + np.where(step > INTEREST_PERIOD // 2, step - INTEREST_PERIOD, step)
+    moved = np.where(moved < 0, moved + INTEREST_PERIOD, moved)
+    return np.where(moved >= ITEMS_PER_CATEGORY, moved - INTEREST_PERIOD, moved)
+
+
+def _interests(rng: np.random.Generator, interest: np.ndarray) -> np.ndarray:
+    """Each user's interest as text, blank for :data:`INTEREST_MISSING` of them."""
+    names = np.array(INTERESTS, dtype=object)[interest]
+    return np.where(rng.random(len(interest)) < INTEREST_MISSING, "", names)
+
+
 def _zero_padded(values: np.ndarray, width: int) -> np.ndarray:
     """Integers as zero-padded strings (object array)."""
     return np.char.zfill(values.astype(str), width).astype(object)
@@ -197,8 +225,10 @@ def _gamma_factor(rng: np.random.Generator, n: int, shape: float = 2.0) -> np.nd
     return rng.gamma(shape, 1.0 / shape, n)
 
 
-def _users(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray) -> pd.DataFrame:
-    """Profiles loosely tied to segment, with some attributes missing for a few users."""
+def _users(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray,
+           interest: np.ndarray) -> pd.DataFrame:
+    """Profiles loosely tied to segment, with some attributes missing for a few users;
+    ``interest`` is the column of :func:`_interests`."""
     n = len(ids)
     mean, sd = _param("age").T
     age = np.clip(np.round(rng.normal(mean[segment], sd[segment])), 18, 85).astype(np.int64)
@@ -217,6 +247,7 @@ def _users(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray) -> pd
     })
     for column, (name, values) in enumerate(attributes.items(), start=1):
         frame[name] = np.where(blank[:, column], "", values)
+    frame["interest"] = interest
     return frame[USER_COLUMNS]
 
 
@@ -317,8 +348,10 @@ class Events:
 
 
 def _events(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray,
-            active: np.ndarray, catalog: Catalog) -> Events:
-    """Events in sessions, each with a type, item, quantity and amount typical of the user."""
+            active: np.ndarray, catalog: Catalog, interest: np.ndarray,
+            taste: np.random.Generator) -> Events:
+    """Events in sessions, each with a type, item, quantity and amount typical of the user;
+    ``taste`` moves some items to ones the user's ``interest`` favours (:func:`_favourite`)."""
     sessions = _sessions(rng, segment, active)
     per_session = 1 + rng.poisson(_param("session_events")[segment[sessions.user]] - 1)
     session = np.repeat(np.arange(len(per_session)), per_session)
@@ -333,6 +366,8 @@ def _events(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray,
     a, b = _param("price_rank").T
     rank = np.minimum((rng.beta(a[seg], b[seg]) * ITEMS_PER_CATEGORY).astype(np.int64),
                       ITEMS_PER_CATEGORY - 1)
+    pulled = taste.random(len(rank)) < INTEREST_PULL
+    rank = np.where(pulled, _favourite(rank, interest[user]), rank)
     units = np.where(kind == RETURN, 1, 1 + rng.poisson(_param("extra_quantity")[seg]))
     paid = np.isin(kind, (PURCHASE, RETURN))
     amount = np.full(len(kind), "", dtype=object)
@@ -445,7 +480,8 @@ def _prepare(root: Path) -> None:
 
 def generate(out: str, users: int = 1000, seed: int = 0, bad_fraction: float = 0.002,
              chunk_users: int = 50_000, log: Callable[[str], None] | None = None) -> dict:
-    """Write a synthetic raw data set with five planted segments under ``out``.
+    """Write a synthetic raw data set with five planted segments and a planted interest
+    (see the module) under ``out``.
 
     Writes ``users/``, ``events/`` and ``content/`` as ``part-NNNNN.csv`` files (one per chunk
     of ``chunk_users`` users) and ``truth.csv`` (user_id, segment, segment_name). A share
@@ -472,14 +508,17 @@ def generate(out: str, users: int = 1000, seed: int = 0, bad_fraction: float = 0
         segment = rng.choice(K, size=len(numbers), p=shares)
         active = _active_days(rng, segment)
         ids = "u" + _zero_padded(numbers, 7)
-        events = _events(rng, ids, segment, active, catalog)
+        # A stream of its own: only the items chosen (and their amounts) depend on interests.
+        taste = np.random.default_rng(seeds[index + 1].spawn(1)[0])
+        interest = taste.integers(len(INTERESTS), size=len(numbers))
+        events = _events(rng, ids, segment, active, catalog, interest, taste)
         content = _content(rng, ids, segment, active, events)
         total = counts["events"] + len(events.kind)
         bad = _bad_total(bad_fraction, total) - _bad_total(bad_fraction, counts["events"])
         _corrupt(rng, events, bad, counts["bad_rows"])
 
         part = f"part-{index:05d}.csv"
-        _write(_users(rng, ids, segment), root / "users" / part)
+        _write(_users(rng, ids, segment, _interests(taste, interest)), root / "users" / part)
         _write(pd.DataFrame(events.columns, columns=EVENT_COLUMNS), root / "events" / part)
         _write(content, root / "content" / part)
         truth = {"user_id": ids, "segment": segment, "segment_name": names[segment]}

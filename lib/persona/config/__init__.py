@@ -39,8 +39,9 @@ class Config:
             key, sep, raw = item.partition("=")
             if not sep or not key.strip():
                 raise PersonaError(f"--set expects key=value, got {item!r}")
-            _assign(data, split_key(Settings, key.strip()),
-                    yaml.safe_load(raw) if raw != "" else "")
+            value = yaml.safe_load(raw) if raw != "" else ""
+            _refuse_empty_entries(key.strip(), value)
+            _assign(data, split_key(Settings, key.strip()), value)
         return cls(data, path)
 
     @property
@@ -104,6 +105,17 @@ class Config:
     def to_yaml(self) -> str:
         """The effective configuration as YAML."""
         return yaml.safe_dump(self.data, sort_keys=False, default_flow_style=None, width=100)
+
+
+def _refuse_empty_entries(key: str, value: Any) -> None:
+    """A mapping given with ``--set`` must give every entry a value: YAML reads
+    ``{outlook:2}`` (no space after the colon) as the key ``outlook:2`` with none."""
+    if isinstance(value, dict):
+        for name, entry in value.items():
+            if entry is None:
+                raise PersonaError(f"--set {key}: {name} has no value (YAML needs a space after "
+                                   f"the colon, e.g. {{outlook: 2}})")
+            _refuse_empty_entries(f"{key}.{name}", entry)
 
 
 def _assign(data: dict, parts: list[str], value: Any) -> None:

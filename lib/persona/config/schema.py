@@ -10,18 +10,19 @@ from typing import Any, Literal, Optional, Union
 
 from persona.config.fields import section, setting
 from persona.errors import PersonaError
+from persona.segmentation.metrics import CRITERIA
 
 # Values some keys choose from.
 SOURCE_FORMATS = ("csv", "json", "parquet", "delta")
 INPUT_FORMATS = ("parquet", "delta", "csv")
 INPUT_SCALES = ("standard", "none")
 GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "channel", "time",
-          "profile", "content", "text", "sequence")
+          "outlook", "items", "profile", "content", "text", "sequence")
 IMPUTE_METHODS = ("regression", "mean")
 SEQUENCE_ENCODERS = ("gru", "conv", "dense")
 SEGMENT_METHODS = ("kmeans", "gmm", "dec", "idec")
 MANIFOLDS = ("none", "umap")
-K_CRITERIA = ("silhouette", "davies_bouldin", "calinski_harabasz")
+K_CRITERIA = tuple(CRITERIA)
 COVARIANCES = ("tied", "full", "diag", "spherical")
 DEC_OPTIMIZERS = ("adam", "sgd")
 TAG_LABELS = ("churn", "high_value")
@@ -136,7 +137,10 @@ class Features:
                       "when the data lacks it)",
         check=(lambda v: "behaviour" in v, "a list of feature groups including behaviour"))
     group_weights: dict[str, float] = setting(
-        {}, "a multiplier per group on top of the equal-variance weighting, e.g. {text: 0.5}",
+        {"outlook": 2.0}, "a multiplier per group on top of the equal-variance weighting, "
+                          "e.g. {text: 0.5}; a group not named keeps its default (outlook 2, "
+                          "which segments best by next-period spend and churn on Online "
+                          "Retail, docs/results.md; the others 1)",
         check=(lambda v: set(v) <= set(GROUPS) and all(w >= 0 for w in v.values()),
                f"a mapping of groups ({', '.join(GROUPS)}) to numbers >= 0"),
         expect=f"a mapping of groups ({', '.join(GROUPS)}) to numbers >= 0")
@@ -146,6 +150,10 @@ class Features:
         {}, "Delta versions of bronze tables to rebuild a past feature set, e.g. "
             "{bronze/events: 3}",
         expect="a mapping of tables to Delta versions, e.g. {bronze/events: 3}")
+    outlook_days: int = setting(90, "the outlook group: each user's expected log spend and "
+                                    "chance of buying in the next this many days, learned "
+                                    "from the events one such period before as_of",
+                                minimum=1)
     windows: list[int] = setting([7, 30, 90], "trailing windows (days) for counts, purchases "
                                               "and spend",
                                  check=(lambda v: v and all(x > 0 for x in v),
@@ -154,7 +162,9 @@ class Features:
         "regression", "a user's absent rating and text vector: predicted from the user's "
                       "other columns (regression) or the population's mean (mean)")
     text_vector_size: int = setting(16, "Word2Vec size for review text", minimum=1)
-    seed: int = setting(7, "seed of the Word2Vec fit")
+    item_factors: int = setting(8, "the items group: factors per user of an implicit ALS on "
+                                   "the user x item interaction counts", minimum=1)
+    seed: int = setting(7, "seed of the Word2Vec and ALS fits")
     sequence_length: int = setting(20, "events per user in the sequence group", minimum=1)
     purchase_types: list[str] = setting(["purchase"], "event types whose amount counts as "
                                                       "spend")
@@ -246,7 +256,11 @@ class Segment:
                                  check=(lambda v: len(v) == 2 and 2 <= v[0] <= v[1],
                                         "[min, max] with 2 <= min <= max"))
     k_criterion: Literal[K_CRITERIA] = setting(
-        "silhouette", "how auto chooses k (every criterion is computed, logged and plotted)")
+        "elbow", "how auto chooses k (every criterion is computed, logged and plotted): "
+                 "elbow, the knee of the within-segment sum of squares (Kneedle; silhouette "
+                 "when fewer than 3 k are tried or the curve has no knee); the best "
+                 "silhouette, Davies-Bouldin or Calinski-Harabasz; stability, the largest k "
+                 "stable up to it (see min_stability). docs/results.md compares them")
     method: Literal[SEGMENT_METHODS] = setting(
         "kmeans", "kmeans; gmm: a Gaussian mixture; dec, idec: refine encoder and centres "
                   "with the clustering loss")
@@ -256,6 +270,15 @@ class Segment:
     seed: int = setting(7, "seed of the fits and samples")
     max_iter: int = setting(50, "K-Means iterations per start", minimum=1)
     silhouette_sample: int = setting(20_000, "users sampled to score each k", minimum=100)
+    stability_runs: int = setting(
+        3, "bootstrap refits per k measuring stability on the driver, on at most "
+           "silhouette_sample users (0: not measured, and stability cannot choose k)",
+        minimum=0)
+    min_stability: float = setting(
+        0.8, "stability chooses the largest k whose mean adjusted Rand index with its "
+             "bootstrap refits, and that of every smaller k, is at least this (when the "
+             "smallest k falls short: the most stable k)",
+        check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     surrogate_depth: int = setting(3, "depth of the decision tree that explains the "
                                       "segments", minimum=1)
     model_uri: Optional[str] = setting(None, "a registered K-Means model to assign with "
@@ -302,11 +325,21 @@ class Truth:
 
 
 @dataclass
+class Outcome:
+    horizon_days: Optional[int] = setting(
+        None, "days after the cut-off whose spend and churn the segments should explain "
+              "(default: predictive validity not measured)", minimum=1)
+    cutoff: Optional[str] = setting(None, "the cut-off date (default: features.as_of)")
+
+
+@dataclass
 class Evaluate:
     sample: int = setting(10_000, "users sampled for the internal metrics", minimum=100)
     stability_runs: int = setting(5, "bootstrap refits measuring stability", minimum=0)
     baselines: bool = setting(True, "also score K-Means baselines")
     truth: Truth = section(Truth, "known segments")
+    outcome: Outcome = section(Outcome, "predictive validity: what users do after a cut-off, "
+                                        "beside RFM segments")
 
 
 @dataclass

@@ -175,7 +175,7 @@ def join_groups(base: DataFrame, groups: list[DataFrame]) -> DataFrame:
 
 
 def impute(df: DataFrame, means: dict[str, float],
-           imputation: Imputation | None = None) -> DataFrame:
+           imputation: LinearModels | None = None) -> DataFrame:
     """Fill absent values: level columns (:data:`MEAN_IMPUTED`) with their prediction by
     ``imputation`` where it has one, else with their mean from ``means``; every other column
     (counts and shares) with 0."""
@@ -189,10 +189,10 @@ def impute(df: DataFrame, means: dict[str, float],
 
 
 @dataclass
-class Imputation:
-    """Least-squares predictions of level columns from the columns every user has, in the
-    scaler's signed-log space (:meth:`Scaler._pre`); ``r2`` is each fit's share of explained
-    variance on the users it was fitted on."""
+class LinearModels:
+    """Least-squares predictions of columns from predictor columns, in the scaler's
+    signed-log space (:meth:`Scaler._pre`); ``r2`` is each fit's share of explained variance
+    on the rows it was fitted on."""
 
     predictors: list[str]
     models: dict[str, tuple[float, list[float]]]  # column -> (intercept, weight per predictor)
@@ -257,45 +257,55 @@ def _moments(df: DataFrame, columns: list[str], chunk: int = 10_000
     return mean, scatter / count
 
 
+def least_squares(rows: DataFrame, predictors: list[str], targets: list[str],
+                  ridge: float = 1e-3) -> LinearModels:
+    """One linear model per target column over ``predictors`` (all in the signed-log space),
+    from the moments of one Spark pass, solved on the driver, ridge-regularised on the
+    correlation matrix against collinear shares."""
+    names = predictors + targets
+    mean, cov = _moments(rows.select(*[Scaler._pre(c).alias(c) for c in names]).na.drop(),
+                         names)
+    p = len(predictors)
+    std = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    scale = np.where(std > 1e-12, std, np.inf)
+    corr = cov / np.outer(scale, scale)
+    beta = np.linalg.solve(corr[:p, :p] + ridge * np.eye(p), corr[:p, p:])
+    models, r2 = {}, {}
+    for j, target in enumerate(targets):
+        weights = beta[:, j] * std[p + j] / scale[:p]
+        models[target] = (float(mean[p + j] - weights @ mean[:p]), weights.tolist())
+        r2[target] = float(beta[:, j] @ corr[:p, p + j])
+    return LinearModels(predictors, models, r2)
+
+
 def fit_imputation(df: DataFrame, groups: dict[str, list[str]], stats: dict[str, dict],
-                   ridge: float = 1e-3) -> Imputation:
+                   ridge: float = 1e-3) -> LinearModels:
     """Absent levels (:data:`MEAN_IMPUTED`: a user without reviews has no rating and no text
     vector) as their linear prediction from the columns no user lacks, fitted on the users
-    who have them; one fit per group, since a group's columns are absent together.
+    who have them (:func:`least_squares`); one fit per group, since a group's columns are
+    absent together.
 
     The population mean puts every such user on one point, far from the mean of a segment
     whose users write a lot and alike, so that a mixture takes its users who did not write
-    for another segment; the prediction puts them where users like them are. The moments
-    come from one pass of Spark; the least squares, ridge-regularised on the correlation
-    matrix against collinear shares, are solved on the driver.
+    for another segment; the prediction puts them where users like them are.
     """
     predictors = [c for cols in groups.values() for c in cols
                   if stats[c]["null_share"] == 0 and not MEAN_IMPUTED.match(c)
                   and stats[c]["min"] != stats[c]["max"]]
     models, r2 = {}, {}
-    p = len(predictors)
     for cols in groups.values() if predictors else []:
         targets = [c for c in cols if MEAN_IMPUTED.match(c) and 0 < stats[c]["null_share"] < 1
                    and stats[c]["min"] != stats[c]["max"]]
         if not targets:
             continue
-        names = predictors + targets
-        rows = (df.where(F.col(targets[0]).isNotNull())
-                .select(*[Scaler._pre(c).alias(c) for c in names]).na.drop())
-        mean, cov = _moments(rows, names)
-        std = np.sqrt(np.maximum(np.diag(cov), 0.0))
-        scale = np.where(std > 1e-12, std, np.inf)
-        corr = cov / np.outer(scale, scale)
-        beta = np.linalg.solve(corr[:p, :p] + ridge * np.eye(p), corr[:p, p:])
-        for j, target in enumerate(targets):
-            weights = beta[:, j] * std[p + j] / scale[:p]
-            models[target] = (float(mean[p + j] - weights @ mean[:p]), weights.tolist())
-            r2[target] = float(beta[:, j] @ corr[:p, p + j])
-    return Imputation(predictors, models, r2)
+        fit = least_squares(df.where(F.col(targets[0]).isNotNull()), predictors, targets, ridge)
+        models.update(fit.models)
+        r2.update(fit.r2)
+    return LinearModels(predictors, models, r2)
 
 
 def fill_absent(joined: DataFrame, groups: dict[str, list[str]], stats: dict[str, dict],
-                method: str = "regression") -> tuple[DataFrame, Imputation | None]:
+                method: str = "regression") -> tuple[DataFrame, LinearModels | None]:
     """:func:`impute` on the joined groups with their own statistics (:func:`column_stats`):
     absent levels predicted from the other columns (``method="regression"``, see
     :func:`fit_imputation`, also returned) or set to their mean (``"mean"``)."""

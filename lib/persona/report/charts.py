@@ -30,12 +30,17 @@ def colour(segment: int) -> str:
     return PALETTE[segment % len(PALETTE)]
 
 
+def png_data_uri(png: bytes) -> str:
+    """A PNG image as a data URI."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def to_data_uri(fig) -> str:
     """Render ``fig`` as a PNG data URI and close it."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight", facecolor="white")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return png_data_uri(buffer.getvalue())
 
 
 def sizes_chart(segments: list[int], names: list[str], sizes: list[int]) -> str:

@@ -55,7 +55,8 @@ class SegmentCard:
 class TagCard:
     name: str
     target: str
-    rows: list[dict]  # per model: model, accuracy, precision, recall, f1, roc_auc, threshold
+    # per model: model, accuracy, precision, recall, f1, roc_auc, threshold, shipped
+    rows: list[dict]
     confusion_image: str
     values_image: str
     note: str
@@ -66,11 +67,16 @@ class Page:
     title: str
     subtitle: str
     kpis: list[tuple[str, str]]
-    images: dict[str, str]  # sizes, projection, heatmap, scores (data URIs)
+    images: dict[str, str]  # sizes, projection, heatmap, scores, k_selection (data URIs)
     segments: list[SegmentCard]
     tags: list[TagCard] = field(default_factory=list)
     fidelity: float | None = None
     footer: str = ""
+    # per segmentation: method (its display name), users, segments, horizon_days,
+    # eta2_log_spend, eta2_churn
+    validity: list[dict] = field(default_factory=list)
+    # how k was chosen (criterion, chosen, best_by), its picture in images["k_selection"]
+    k_selection: dict | None = None
 
 
 def _img(uri: str, alt: str) -> str:
@@ -105,7 +111,8 @@ def _metric(value) -> str:
 def _tag_card(card: TagCard) -> str:
     best = max((r["f1"] for r in card.rows), default=None)
     body = "".join(
-        f'<tr class="{"best" if r["f1"] == best else ""}"><td>{escape(r["model"])}</td>'
+        f'<tr class="{"best" if r["f1"] == best else ""}"><td>{escape(r["model"])}'
+        + (" (shipped)" if r.get("shipped") else "") + "</td>"
         + "".join(f"<td>{_metric(r[m])}</td>"
                   for m in ("accuracy", "precision", "recall", "f1", "roc_auc"))
         + f"<td>{_metric(r['threshold'])}</td></tr>" for r in card.rows)
@@ -119,6 +126,34 @@ def _tag_card(card: TagCard) -> str:
             "</section>")
 
 
+def _validity(rows: list[dict]) -> str:
+    if not rows:
+        return ""
+    horizon, users = int(rows[0]["horizon_days"]), int(rows[0]["users"])
+    body = "".join(
+        f"<tr><td>{escape(r['method'])}</td><td>{int(r['segments'])}</td>"
+        f"<td>{r['eta2_log_spend']:.1%}</td><td>{r['eta2_churn']:.1%}</td></tr>" for r in rows)
+    return (f"<h2>Predictive validity: share of next-{horizon}-day behaviour explained by the "
+            f"segments</h2><p class=\"intro\">For the {users:,} segmented users active before "
+            "the cut-off: the share of the variance of their spend (log) and of churn (no "
+            f"purchase) in the {horizon} days after it that lies between segments (η²), beside "
+            "two classic baselines from recency, frequency and spend.</p>"
+            "<div class=\"panel\"><table><tr><th>segmentation</th><th>segments</th>"
+            f"<th>spend</th><th>churn</th></tr>{body}</table></div>")
+
+
+def _k_selection(page: Page) -> str:
+    choice = page.k_selection
+    if not choice:
+        return ""
+    chosen = f"k = {choice['chosen']}, chosen by {choice['criterion'].replace('_', '-')}"
+    others = ", ".join(f"{name.replace('_', '-')} {k}" for name, k in choice["best_by"].items())
+    return ("<h2>How many segments</h2><p class=\"intro\">"
+            f"{escape(chosen)} among the numbers of segments tried. Each criterion's curve "
+            f"against k, with the k it would pick marked ({escape(others)}).</p>"
+            f'<div class="panel">{_img(page.images["k_selection"], "choice of k")}</div>')
+
+
 def render(page: Page) -> str:
     """The whole HTML document."""
     kpis = "".join(f'<div class="kpi"><b>{escape(v)}</b><span>{escape(k)}</span></div>'
@@ -129,8 +164,9 @@ def render(page: Page) -> str:
     tags = ""
     if page.tags:
         tags = ("<h2>Profile tags</h2><p class=\"intro\">Predicted for every user by a deep "
-                "network trained with Horovod, judged on users held out from training next "
-                "to a logistic regression and to always guessing the most common value. "
+                "network trained with Horovod or by a logistic regression, whichever scores "
+                "better on the validation users (marked shipped); both are judged on users "
+                "held out from training next to always guessing the most common value. "
                 "F1 is of the positive class for yes/no tags and the average over values "
                 "(macro) otherwise.</p>"
                 f'<div class="panel">{_img(page.images["scores"], "F1 by tag")}</div><br>'
@@ -151,6 +187,8 @@ blue: well below. Each cell shows the segment's average in the feature's own uni
 <h2>The segments</h2><p class="intro">Each segment's most distinctive traits and a rule of
 thumb to recognise its members.{escape(fidelity)}</p>
 <div class="cards">{cards}</div>
+{_k_selection(page)}
+{_validity(page.validity)}
 {tags}
 </main><footer>{escape(page.footer)}</footer></body></html>
 """

@@ -35,7 +35,8 @@ LABELS = {
     "content_text_length": "review length", "time_weekend": "weekend share",
     "n_items": "distinct items", "events_per_session": "events per session",
     "mean_gap_days": "days between visits", "category_entropy": "category variety",
-    "trend": "activity trend",
+    "trend": "activity trend", "outlook_log_spend": "expected log spend next",
+    "outlook_active": "chance of buying next",
 }
 WINDOW = re.compile(r"w(\d+)_(event|purchase|spend)_share$")  # trailing-window shares
 # feature -> (family, phrase when above the population, phrase when below); a family
@@ -65,6 +66,8 @@ PHRASES = {
     "events_per_session": ("sessions", "long sessions", "short sessions"),
     "mean_gap_days": ("rhythm", "infrequent visits", "frequent visits"),
     "trend": ("trend", "growing", "fading"),
+    "outlook_active": ("outlook", "likely to buy", "unlikely to buy"),
+    "outlook_log_spend": ("outlook", "high expected spend", "low expected spend"),
 }
 WINDOW_PHRASES = {"event": ("busy lately", "quiet lately"),
                   "purchase": ("buying lately", "not buying lately"),

@@ -6,10 +6,13 @@ O(n²), so it is computed on a bounded random sample of at most ``sample_size`` 
 collected to the driver. External metrics compare segments with known labels from the
 contingency table (one small Spark aggregation): ACC after the best one-to-one matching of
 segments to labels (Hungarian algorithm), NMI (arithmetic normalisation) and ARI.
+Bootstrap stability and the criteria that choose k from these scores over the k tried
+(:data:`CRITERIA`, :func:`choose_k`) are here too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from pyspark.ml.functions import array_to_vector
@@ -19,8 +22,25 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, DoubleType, IntegerType, StructField, StructType
 from scipy.optimize import linear_sum_assignment
 
-# criterion -> True when larger is better
-CRITERIA = {"silhouette": True, "davies_bouldin": False, "calinski_harabasz": True}
+
+@dataclass(frozen=True)
+class Criterion:
+    """A way to choose k: the score it reads for every k tried (``curve``) and how it picks
+    from that curve (``rule``): ``max`` or ``min``, the best value; ``knee``, the knee of a
+    falling curve (:func:`knee`); ``stable``, the largest k stable up to it (:func:`stable_k`)."""
+
+    curve: str
+    rule: str
+
+
+CRITERIA = {
+    "silhouette": Criterion("silhouette", "max"),
+    "davies_bouldin": Criterion("davies_bouldin", "min"),
+    "calinski_harabasz": Criterion("calinski_harabasz", "max"),
+    "elbow": Criterion("within_ss", "knee"),
+    "stability": Criterion("stability", "stable"),
+}
+KNEE_FALLBACK = "silhouette"  # chooses k when the within-segment curve has no knee
 
 
 @dataclass
@@ -124,11 +144,12 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 
 def internal_metrics(points: DataFrame, column: str, label: str, total: int,
                      sample_size: int, seed: int) -> dict[str, float]:
-    """Silhouette (on a sample), Davies-Bouldin and Calinski-Harabasz (on every point)."""
+    """Silhouette (on a sample), Davies-Bouldin, Calinski-Harabasz and the within-segment
+    sum of squared distances to the centroids ``within_ss`` (on every point)."""
     stats = cluster_stats(points, column, label)
     x, y = sample_points(points, column, label, sample_size, total, seed)
     return {"silhouette": silhouette(x, y), "davies_bouldin": davies_bouldin(stats),
-            "calinski_harabasz": calinski_harabasz(stats)}
+            "calinski_harabasz": calinski_harabasz(stats), "within_ss": float(stats.sse.sum())}
 
 
 def contingency(df: DataFrame, truth: str, predicted: str) -> np.ndarray:
@@ -184,9 +205,77 @@ def external_metrics(table: np.ndarray) -> dict[str, float]:
     return {"acc": accuracy(table), "nmi": nmi(table), "ari": ari(table)}
 
 
-def choose_k(scores: dict[int, dict[str, float]], criterion: str) -> int:
-    """The k with the best ``criterion`` (ties: the smallest k)."""
+def cross_table(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Counts of (a, b) label pairs over the same points: rows are a's labels, columns b's."""
+    _, rows = np.unique(a, return_inverse=True)
+    _, cols = np.unique(b, return_inverse=True)
+    table = np.zeros((rows.max() + 1, cols.max() + 1), dtype=np.int64)
+    np.add.at(table, (rows, cols), 1)
+    return table
+
+
+def bootstrap_stability(points: np.ndarray, labels: np.ndarray,
+                        fit: Callable[[np.ndarray, int], object], runs: int, seed: int) -> float:
+    """Mean adjusted Rand index between ``labels`` (a segmentation of ``points``) and the
+    segments ``points`` get from ``fit(resample, run)`` (a model with ``predict``) fitted
+    on each of ``runs`` bootstrap resamples of ``points`` (drawn with replacement, ``seed``).
+    Near 1: the segments come back whatever the sample; low: they are an accident of it."""
+    rng = np.random.default_rng(seed)
+    scores = []
+    for run in range(runs):
+        draw = rng.integers(0, len(points), len(points))
+        scores.append(ari(cross_table(labels, fit(points[draw], run).predict(points))))
+    return float(np.mean(scores))
+
+
+def best_k(curve: dict[int, float], higher: bool) -> int:
+    """The k of the best value (ties: the smallest k)."""
+    sign = 1.0 if higher else -1.0
+    return min(curve, key=lambda k: (-sign * curve[k], k))
+
+
+def knee(curve: dict[int, float]) -> int | None:
+    """The knee of a falling curve by Kneedle (Satopää et al. 2011, "Finding a 'Kneedle' in
+    a haystack"): k and the values are each scaled to [0, 1], and the knee is the k lying
+    farthest below the chord that joins the first and the last point (ties: the smallest k).
+    None when it cannot be found: fewer than 3 values of k, or no point below the chord (a
+    straight curve or one that bends the other way)."""
+    ks = sorted(curve)
+    values = np.array([curve[k] for k in ks], dtype=float)
+    if len(ks) < 3 or values.max() == values.min():
+        return None
+    x = (np.array(ks, dtype=float) - ks[0]) / (ks[-1] - ks[0])
+    y = (values - values.min()) / (values.max() - values.min())
+    below = y[0] + (y[-1] - y[0]) * x - y
+    best = int(np.argmax(below))
+    return ks[best] if below[best] > 1e-9 else None  # above rounding
+
+
+def stable_k(curve: dict[int, float], threshold: float) -> int:
+    """The largest k whose stability, and that of every smaller k, is at least
+    ``threshold``; when the smallest k already falls short, the most stable k."""
+    chosen = None
+    for k in sorted(curve):
+        if curve[k] < threshold:
+            break
+        chosen = k
+    return best_k(curve, higher=True) if chosen is None else chosen
+
+
+def choose_k(scores: dict[int, dict[str, float]], criterion: str,
+             min_stability: float | None = None) -> int:
+    """The k that ``criterion`` picks from its curve over every k of ``scores``: the best
+    value, the knee (:data:`KNEE_FALLBACK` decides when there is none), or the largest k
+    stable at ``min_stability`` (needed by ``stability`` only)."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}")
-    sign = 1.0 if CRITERIA[criterion] else -1.0
-    return min(scores, key=lambda k: (-sign * scores[k][criterion], k))
+    spec = CRITERIA[criterion]
+    curve = {k: s[spec.curve] for k, s in scores.items()}
+    if spec.rule == "knee":
+        found = knee(curve)
+        return choose_k(scores, KNEE_FALLBACK) if found is None else found
+    if spec.rule == "stable":
+        if min_stability is None:
+            raise ValueError("the stability criterion needs min_stability")
+        return stable_k(curve, min_stability)
+    return best_k(curve, higher=spec.rule == "max")

@@ -9,7 +9,8 @@ IDEC refine the K-Means centres (:mod:`persona.segmentation.dec`) and assign to 
 refined centre. Also the choice of k."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import time
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,8 @@ from persona.errors import PersonaError
 from persona.config.schema import Gmm as MixtureSpec
 from persona.segmentation.dec import nearest_center
 from persona.segmentation.manifold import manifold_method, sample_points, umap_spec
-from persona.segmentation.metrics import CRITERIA, choose_k, internal_metrics
+from persona.segmentation.metrics import (CRITERIA, KNEE_FALLBACK, bootstrap_stability,
+                                          choose_k, internal_metrics, knee)
 from persona.segmentation.profiles import centroid_distance, with_vector
 
 
@@ -53,6 +55,13 @@ class Segments:
     def assign(self, df: DataFrame) -> DataFrame:
         """``df`` with the int column ``segment``."""
         raise NotImplementedError
+
+    def predict(self, points: np.ndarray) -> np.ndarray:
+        """The segment of each row of ``points`` (a bounded array on the driver), as
+        ``assign`` gives it: the nearest centre."""
+        d2 = ((points * points).sum(axis=1)[:, None] - 2.0 * points @ self.centers.T
+              + (self.centers * self.centers).sum(axis=1)[None, :])
+        return np.argmin(d2, axis=1).astype(np.int32)
 
     def transform(self, df: DataFrame) -> DataFrame:
         """``df`` with ``segment`` and ``distance`` (Euclidean, to the segment's centre)."""
@@ -265,14 +274,17 @@ class Segmenter:
     def fit(self, space: DataFrame, sample: np.ndarray | None = None) -> Segments:
         """Fitted on ``sample`` (drawn from ``space`` when not given) when it fits on a
         sample, else on every row of ``space`` (its array column ``embedding``)."""
-        if self.sample_size is not None and sample is None:
-            sample = self.draw_sample(space)
-        if self.method == "gmm":
-            return fit_sample_mixture(sample, self.k, self.seed, self.n_init, self.mixture)
         if self.sample_size is not None:
-            return fit_sample_kmeans(sample, self.k, self.seed, self.max_iter, self.n_init)
+            return self.fit_points(self.draw_sample(space) if sample is None else sample)
         vectors = space if "vector" in space.columns else with_vector(space)
         return MllibKMeans(fit_kmeans(vectors, self.k, self.seed, self.max_iter, self.n_init))
+
+    def fit_points(self, points: np.ndarray) -> Segments:
+        """Fitted on the array ``points`` on the driver: the mixture, or scikit-learn
+        K-Means (the same objective as MLlib's)."""
+        if self.method == "gmm":
+            return fit_sample_mixture(points, self.k, self.seed, self.n_init, self.mixture)
+        return fit_sample_kmeans(points, self.k, self.seed, self.max_iter, self.n_init)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -284,6 +296,9 @@ class Segmenter:
 
 
 SEGMENTER_ARTIFACT = "segmenter.json"  # what segment fitted, logged in its MLflow run
+# The choice of k, logged in the same run: every criterion's curve and picks, and its plot.
+K_SELECTION_JSON = "k_selection.json"
+K_SELECTION_PNG = "k_selection.png"
 
 
 def load_segmenter(uri: str) -> Segmenter:
@@ -326,38 +341,82 @@ def check_segments(method: str, k: int, sizes: dict[int, int]) -> None:
 
 @dataclass
 class KSelection:
-    """The chosen model, and every criterion for every k tried."""
+    """The segments fitted for every k tried (``models``), every criterion's curve over them
+    (``scores``), the k each criterion picks (``best_by``), the stability threshold, and the
+    seconds spent fitting and scoring (``scores``) and refitting on bootstrap resamples
+    (``stability``)."""
 
-    model: Segments
+    models: dict[int, Segments]
     criterion: str
     scores: dict[int, dict[str, float]]
     best_by: dict[str, int]
+    min_stability: float | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model(self) -> Segments:
+        """The segments of the k ``criterion`` picks."""
+        return self.models[self.best_by[self.criterion]]
 
 
 def select_k(space: DataFrame, candidates: list[int], criterion: str, segmenter: Segmenter,
-             total: int, sample_size: int, log=None,
-             sample: np.ndarray | None = None) -> KSelection:
-    """Fit ``segmenter`` for each k (on ``sample`` when given) and score the segments by
-    every criterion over every point of ``space`` (user_id, embedding); keep the best by
-    ``criterion``."""
-    models, scores = {}, {}
+             total: int, sample_size: int, log=None, sample: np.ndarray | None = None,
+             stability_runs: int = 0, min_stability: float | None = None) -> KSelection:
+    """Fit ``segmenter`` for each k (on ``sample`` when given), score the segments over every
+    point of ``space`` (user_id, embedding) and keep the k ``criterion`` picks.
+
+    With ``stability_runs``, also each k's bootstrap stability: the segmenter refitted on
+    the driver on that many resamples of a bounded sample of at most ``sample_size`` points
+    (the first of ``sample``, else drawn from ``space``); K-Means fitted by MLlib is refitted
+    by scikit-learn, the same objective."""
+    if CRITERIA[criterion].rule == "stable" and not stability_runs:
+        raise PersonaError(f"segment.k_criterion={criterion} needs segment.stability_runs "
+                           ">= 1")
+    points = None
+    if stability_runs:
+        points = (sample[:sample_size] if sample is not None
+                  else sample_points(space, sample_size, segmenter.seed)).astype(np.float64)
+    models, scores, seconds = {}, {}, {"scores": 0.0, "stability": 0.0}
     for k in candidates:
+        start = time.perf_counter()
         model = replace(segmenter, k=k).fit(space, sample)
         scores[k] = internal_metrics(model.transform(space), model.column, "segment", total,
                                      sample_size, segmenter.seed)
         if model.cost is not None:
             scores[k]["cost"] = model.cost
         models[k] = model
+        seconds["scores"] += time.perf_counter() - start
+        if points is not None:
+            start = time.perf_counter()
+            scores[k]["stability"] = bootstrap_stability(
+                points, model.predict(points),
+                lambda resample, run, k=k: replace(
+                    segmenter, k=k, seed=segmenter.seed + 1000 * (run + 1)
+                ).fit_points(resample),
+                stability_runs, segmenter.seed)
+            seconds["stability"] += time.perf_counter() - start
         if log:
-            log("k=%d: silhouette %.4f, Davies-Bouldin %.4f, Calinski-Harabasz %.1f", k,
-                scores[k]["silhouette"], scores[k]["davies_bouldin"],
-                scores[k]["calinski_harabasz"])
-    best_by = {c: choose_k(scores, c) for c in CRITERIA}
-    return KSelection(models[best_by[criterion]], criterion, scores, best_by)
+            log("k=%d: %s", k, ", ".join(f"{name} {value:.4g}"
+                                         for name, value in scores[k].items()))
+    best_by = {c: choose_k(scores, c, min_stability) for c, spec in CRITERIA.items()
+               if spec.curve in scores[candidates[0]]}
+    if log and CRITERIA[criterion].rule == "knee" and knee(
+            {k: s[CRITERIA[criterion].curve] for k, s in scores.items()}) is None:
+        log("%s: no knee in the within-segment sum of squares over %d value(s) of k (it needs "
+            "3 or more, on a bending curve): k chosen by %s", criterion, len(candidates),
+            KNEE_FALLBACK)
+    return KSelection(models, criterion, scores, best_by, min_stability, seconds)
+
+
+# How each rule reads its curve, for the titles of the plot.
+RULE_TITLES = {"max": "higher is better", "min": "lower is better",
+               "knee": "the knee", "stable": "stable up to k"}
+CURVE_TITLES = {"within_ss": "within-segment sum of squares"}
 
 
 def plot_k_selection(selection: KSelection, path: str) -> None:
-    """One panel per criterion against k, the chosen k marked; written as a PNG."""
+    """One panel per criterion: its curve against k, the k it picks as a filled dot (and
+    the stability threshold), the chosen k as a dashed line; written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,11 +424,23 @@ def plot_k_selection(selection: KSelection, path: str) -> None:
 
     ks = sorted(selection.scores)
     chosen = selection.model.k
-    fig, axes = plt.subplots(1, len(CRITERIA), figsize=(4 * len(CRITERIA), 3.2))
-    for ax, (name, higher) in zip(axes, CRITERIA.items()):
-        ax.plot(ks, [selection.scores[k][name] for k in ks], marker="o")
+    names = list(selection.best_by)
+    columns = min(3, len(names))
+    rows = -(-len(names) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names):
+        spec = CRITERIA[name]
+        ax.plot(ks, [selection.scores[k][spec.curve] for k in ks], marker="o")
+        pick = selection.best_by[name]
+        ax.plot([pick], [selection.scores[pick][spec.curve]], marker="o", markersize=11,
+                color="tab:orange", zorder=3, alpha=0.8)
+        if spec.rule == "stable" and selection.min_stability is not None:
+            ax.axhline(selection.min_stability, color="grey", linestyle=":", linewidth=1)
         ax.axvline(chosen, color="tab:red", linestyle="--", linewidth=1)
-        ax.set_title(f"{name.replace('_', '-')} ({'higher' if higher else 'lower'} is better)",
+        curve = "" if spec.curve == name else f": {CURVE_TITLES[spec.curve]}"
+        ax.set_title(f"{name.replace('_', '-')}{curve} ({RULE_TITLES[spec.rule]}) → k = {pick}",
                      fontsize=9)
         ax.set_xlabel("k")
         ax.set_xticks(ks)

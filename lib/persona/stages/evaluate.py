@@ -5,13 +5,17 @@ size + K-Means): internal metrics in the scaled feature space and in the space i
 clustered in; ACC, NMI and ARI against labels when there are any (``evaluate.truth.*``, or
 the label column of ``features.input``); and stability, the ARI between the segmentation
 and the same method re-fitted on bootstrap samples with other seeds (the engine's segmenter
-as segment recorded it in meta/models). Everything goes to MLflow and to
+as segment recorded it in meta/models). With ``evaluate.outcome.horizon_days``, predictive
+validity: the share of the variance of each user's log spend and churn in the days after a
+cut-off explained by the engine's segments and by two RFM baselines
+(:mod:`persona.segmentation.validity`). Everything goes to MLflow and to
 gold/segment_quality (one row per method, space and metric).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta
 
 import mlflow
 import numpy as np
@@ -31,14 +35,19 @@ from persona.segmentation.manifold import load_manifold, project, sample_points
 from persona.segmentation.metrics import ari, contingency, external_metrics, internal_metrics
 from persona.segmentation.models import (Segmenter, configured_segmenter, fit_kmeans,
                                          fit_settings, load_segmenter)
+from persona.segmentation.validity import eta_squared, kmeans_rfm, outcomes, rfm, rfm_segments
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE
 from persona.stages.segment import SEGMENTS_TABLE
+from persona.timestamps import parse_timestamp
 from persona.training.inference import encode
 
 HELP = "segment quality: internal/external metrics, K-Means baselines, stability"
 QUALITY_TABLE = "gold/segment_quality"
+EVENTS_TABLE = "bronze/events"
 ENGINE = "persona"
+OUTCOME = "outcome"
+RFM_METHODS = ("rfm_segments", "rfm_kmeans")
 QUALITY_SCHEMA = StructType([
     StructField("method", StringType()), StructField("space", StringType()),
     StructField("metric", StringType()), StructField("value", DoubleType()),
@@ -165,6 +174,73 @@ def _stability(data: DataFrame, method: str, vector: str, k: int, runs: int, fit
     return scores
 
 
+def _outcome_window(ctx: StageContext) -> tuple[DataFrame, datetime, int] | None:
+    """bronze/events, the cut-off and the horizon of ``evaluate.outcome``, checked before
+    anything is measured; None when predictive validity is off."""
+    cfg = ctx.config
+    horizon = cfg.get("evaluate.outcome.horizon_days")
+    if horizon is None:
+        return None
+    key = "evaluate.outcome.cutoff" if cfg.get("evaluate.outcome.cutoff") else "features.as_of"
+    if not cfg.get(key):
+        raise PersonaError("evaluate.outcome.horizon_days needs a cut-off: set features.as_of "
+                           "(or evaluate.outcome.cutoff) to a date before the end of the "
+                           "events, so that there is a future to predict")
+    cutoff = parse_timestamp(ctx.spark, cfg.get(key), key)
+    if not ctx.lake.exists(EVENTS_TABLE):
+        raise PersonaError(f"evaluate.outcome.horizon_days needs {EVENTS_TABLE}: run "
+                           "`persona ingest` first")
+    events = ctx.lake.read(EVENTS_TABLE)
+    last = events.agg(F.max("event_time")).first()[0]
+    if last is None or cutoff + timedelta(days=horizon) > last:
+        raise PersonaError(f"evaluate.outcome: cutoff {cutoff} ({key}) + {horizon} days ends "
+                           f"after the last event in {EVENTS_TABLE} ({last}): the outcome "
+                           "would be cut short; set an earlier cutoff or a shorter "
+                           "evaluate.outcome.horizon_days")
+    return events, cutoff, horizon
+
+
+def _outcome(ctx: StageContext, window: tuple[DataFrame, datetime, int], segments: DataFrame,
+             k: int, fit: dict) -> list[tuple]:
+    """(method, "outcome", metric, value): η² of log spend and churn in the horizon for the
+    engine's segments and the RFM baselines (k segments for K-Means), over the segmented
+    users active at or before the cut-off; users, segments and horizon_days per method."""
+    events, cutoff, horizon = window
+    purchases = list(ctx.config.get("features.purchase_types"))
+    future = (segments.select("user_id", F.col("segment").alias(ENGINE))
+              .join(outcomes(events, cutoff, horizon, purchases), "user_id")
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    history = (rfm(events, cutoff, purchases).join(future.select("user_id"), "user_id")
+               .persist(StorageLevel.MEMORY_AND_DISK))
+    methods = (ENGINE, *RFM_METHODS)
+    cached = [future, history]
+    try:
+        users = future.count()
+        if users == 0:
+            raise PersonaError(f"evaluate.outcome: no segmented user has an event at or "
+                               f"before the cutoff {cutoff}: set a later cutoff")
+        named = rfm_segments(history).select("user_id", F.col("segment").alias(RFM_METHODS[0]))
+        clustered = kmeans_rfm(history, k, fit["seed"], fit["max_iter"], fit["n_init"]) \
+            .select("user_id", F.col("segment").alias(RFM_METHODS[1]))
+        scored = future.join(named, "user_id").join(clustered, "user_id") \
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(scored)
+        counts = scored.agg(*[F.countDistinct(m).alias(m) for m in methods]).first()
+        rows = []
+        for m in methods:
+            rows += [(m, OUTCOME, "eta2_log_spend", eta_squared(scored, m, "log_spend")),
+                     (m, OUTCOME, "eta2_churn", eta_squared(scored, m, "churn")),
+                     (m, OUTCOME, "users", float(users)),
+                     (m, OUTCOME, "segments", float(counts[m])),
+                     (m, OUTCOME, "horizon_days", float(horizon))]
+    finally:
+        for df in cached:
+            df.unpersist()
+    ctx.log.info("outcome in the %d days after %s: %d users scored; segments: %s", horizon,
+                 cutoff, users, ", ".join(f"{m} {counts[m]}" for m in methods))
+    return rows
+
+
 def _table(rows: list[tuple], methods: list[str]) -> str:
     """A plain-text table of the headline numbers, one line per method."""
     values = {(m, s, k): v for m, s, k, v in rows}
@@ -172,7 +248,9 @@ def _table(rows: list[tuple], methods: list[str]) -> str:
                ("features", "silhouette", "silhouette"),
                ("features", "davies_bouldin", "Davies-Bouldin"),
                ("features", "calinski_harabasz", "Calinski-Harabasz"),
-               ("stability", "ari_mean", "stability ARI")]
+               ("stability", "ari_mean", "stability ARI"),
+               (OUTCOME, "eta2_log_spend", "eta2 log spend"),
+               (OUTCOME, "eta2_churn", "eta2 churn")]
     present = [c for c in columns if any((m, c[0], c[1]) in values for m in methods)]
     lines = ["method      " + "".join(f"{c[2]:>19}" for c in present)]
     for m in methods:
@@ -188,6 +266,7 @@ def run(ctx: StageContext) -> None:
     runs = cfg.get("evaluate.stability_runs")
     baselines = cfg.get("evaluate.baselines")
     fit = fit_settings(cfg)
+    window = _outcome_window(ctx)
 
     segments = ctx.lake.read(SEGMENTS_TABLE)
     features = ctx.lake.read(FEATURES_TABLE)
@@ -210,6 +289,7 @@ def run(ctx: StageContext) -> None:
     k = data.select(ENGINE).distinct().count()
     if users < 3 or k < 2:
         raise PersonaError(f"{users} segmented user(s) in {k} segment(s): nothing to evaluate")
+    outcome = _outcome(ctx, window, segments, k, fit) if window is not None else []
 
     spaces = {ENGINE: {"own": ("embedding", "v_embedding"), "features": ("features", None)}}
     seconds: dict[str, float] = {}
@@ -226,7 +306,8 @@ def run(ctx: StageContext) -> None:
                         segmenter)
     finally:
         data.unpersist()
-    rows += [(m, "time", "seconds", s) for m, s in seconds.items()]
+    rows += [(m, "time", "seconds", s) for m, s in seconds.items()] + outcome
+    methods = list(spaces) + (list(RFM_METHODS) if outcome else [])
 
     for method, space_name, metric, value in rows:
         name = (f"{method}.{metric}" if space_name in ("labels", "time")
@@ -236,7 +317,7 @@ def run(ctx: StageContext) -> None:
     ctx.metric("k", k)
     ctx.lake.overwrite(ctx.spark.createDataFrame(
         [(m, s, n, float(v), version) for m, s, n, v in rows], QUALITY_SCHEMA), QUALITY_TABLE)
-    table = _table(rows, list(spaces))
+    table = _table(rows, methods)
     mlflow.log_text(table + "\n", "evaluation.txt")
     mlflow.log_dict({"segment_model_version": version, "users": users, "k": k,
                      "results": [dict(zip(("method", "space", "metric", "value"), r))

@@ -1,12 +1,16 @@
 """features: bronze tables → silver/user_features, one scaled feature row per user."""
 from __future__ import annotations
 
+import datetime as dt
+
 import mlflow
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
+from persona.config.schema import Features
 from persona.errors import PersonaError
 from persona.features import build as fx
+from persona.features import items, outlook
 from persona.features.external import configured, import_features
 from persona.lake.versions import content_version
 from persona.runtime.context import StageContext
@@ -33,6 +37,9 @@ def _as_of(ctx: StageContext, events):
         raise PersonaError("bronze/events is empty: nothing to build features from")
     return latest
 
+
+# The outlook group is learned only from at least this many users per predictor column.
+USERS_PER_OUTLOOK_PREDICTOR = 10
 
 # Keys of the ``features`` column's metadata: the sequence at its end, and the named
 # columns of each group, in the order their scaled values start the vector.
@@ -76,27 +83,17 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None) -
     enabled = _enabled_groups(ctx)
     if levels is None:
         levels = _event_levels(ctx, events)
-    purchases = list(cfg.get("features.purchase_types"))
-    out = {"behaviour": fx.behaviour(events, as_of, purchases)}
-    if "windows" in enabled:
-        windows = sorted(cfg.get("features.windows"))
-        out["windows"] = fx.activity_windows(events, as_of, windows, purchases)
-    if "diversity" in enabled:
-        out["diversity"] = fx.diversity(events)
-    if "event_mix" in enabled:
-        out["event_mix"] = fx.event_mix(events, levels["event_type"])
-    if "category" in enabled:
-        if levels["category"]:
-            out["category"] = fx.category_affinity(events, levels["category"])
+    out = _event_groups(ctx, events, as_of, levels)
+    if "outlook" in enabled:
+        expected = _outlook(ctx, events, as_of, levels, out)
+        if expected is not None:
+            out["outlook"] = expected
+    if "items" in enabled:
+        if events.where(F.col("item_id").isNotNull()).limit(1).count():
+            out["items"] = items.item_factors(events, as_of, cfg.get("features.item_factors"),
+                                              cfg.get("features.seed"))
         else:
-            ctx.log.info("category group skipped: events have no category values")
-    if "channel" in enabled:
-        if levels["channel"]:
-            out["channel"] = fx.channel_mix(events, levels["channel"])
-        else:
-            ctx.log.info("channel group skipped: events have no channel values")
-    if "time" in enabled:
-        out["time"] = fx.time_profile(events)
+            ctx.log.info("items group skipped: events have no item_id values")
 
     users_conf = cfg.get("sources.users")
     if "profile" in enabled:
@@ -128,6 +125,70 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None) -
     return out
 
 
+def _outlook(ctx: StageContext, events, as_of, levels: dict, current: dict):
+    """The outlook group (:mod:`persona.features.outlook`) of the users of ``current`` (the
+    event groups at ``as_of``), learned from the event groups one ``features.outlook_days``
+    period earlier and what users bought since; None, with the reason logged, when the
+    events before that cut are too few to learn from."""
+    days = ctx.config.get("features.outlook_days")
+    start = as_of - dt.timedelta(days=days)
+    earlier = events.where(F.col("event_time") <= F.lit(start))
+    history = _event_groups(ctx, earlier, start, levels, log=False)
+    columns = [c for df in history.values() for c in df.columns if c != "user_id"]
+    base, *rest = history.values()
+    history = fx.fuse(base, rest).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        stats = fx.column_stats(history, columns)
+        predictors = [c for c in columns if stats[c]["min"] != stats[c]["max"]]
+        users = history.count()
+        needed = USERS_PER_OUTLOOK_PREDICTOR * max(len(predictors), 1)
+        if users < needed:
+            ctx.log.info("outlook group skipped: %d users with events before %s (as_of - %d "
+                         "days), fewer than the %d needed to learn it", users, start, days,
+                         needed)
+            return None
+        outcome = outlook.next_period(events, start, days,
+                                      list(ctx.config.get("features.purchase_types")))
+        models = outlook.fit(history, outcome, predictors)
+    finally:
+        history.unpersist()
+    ctx.log.info("outlook: next %d days' log spend and purchase learned from %d users at %s "
+                 "(R2 %s)", days, users, start,
+                 ", ".join(f"{c} {models.r2[c]:.2f}" for c in outlook.COLUMNS))
+    base, *rest = current.values()
+    return outlook.predict(models, fx.fuse(base, rest))
+
+
+def _event_groups(ctx: StageContext, events, as_of, levels: dict, log: bool = True) -> dict:
+    """The enabled groups made from events alone (behaviour always); ``log``: say which
+    groups the events cannot support."""
+    cfg = ctx.config
+    enabled = _enabled_groups(ctx)
+    skipped = ctx.log.info if log else lambda *_: None
+    purchases = list(cfg.get("features.purchase_types"))
+    out = {"behaviour": fx.behaviour(events, as_of, purchases)}
+    if "windows" in enabled:
+        windows = sorted(cfg.get("features.windows"))
+        out["windows"] = fx.activity_windows(events, as_of, windows, purchases)
+    if "diversity" in enabled:
+        out["diversity"] = fx.diversity(events)
+    if "event_mix" in enabled:
+        out["event_mix"] = fx.event_mix(events, levels["event_type"])
+    if "category" in enabled:
+        if levels["category"]:
+            out["category"] = fx.category_affinity(events, levels["category"])
+        else:
+            skipped("category group skipped: events have no category values")
+    if "channel" in enabled:
+        if levels["channel"]:
+            out["channel"] = fx.channel_mix(events, levels["channel"])
+        else:
+            skipped("channel group skipped: events have no channel values")
+    if "time" in enabled:
+        out["time"] = fx.time_profile(events)
+    return out
+
+
 def _sequence_layout(ctx: StageContext, levels: dict) -> fx.SequenceLayout | None:
     """The layout of the ``sequence`` group over the :func:`_event_levels`, or None when
     the group is off."""
@@ -153,8 +214,9 @@ def feature_groups(features_df) -> dict[str, list[str]]:
 
 
 def _group_weights(ctx: StageContext) -> dict[str, float]:
-    """``features.group_weights``: a multiplier per group (default 1)."""
-    return dict(ctx.config.get("features.group_weights"))
+    """``features.group_weights``: a multiplier per group, the configured ones over the
+    defaults (1 for a group that has none)."""
+    return {**Features().group_weights, **ctx.config.get("features.group_weights")}
 
 
 def _pinned(ctx: StageContext) -> dict[str, int]:

@@ -1,30 +1,40 @@
 """report: one self-contained HTML page of the segments and tags for people who use them.
 
 Reads gold/segment_profiles, a bounded sample of gold/user_embeddings (for the 2-D map),
-and gold/tag_metrics and gold/user_tags when tags were trained. Writes
+gold/tag_metrics and gold/user_tags when tags were trained, and the predictive validity
+rows of gold/segment_quality when evaluate measured it for the current segments, and how k
+was chosen (``k_selection.json`` and ``.png`` of the segment run that fitted them). Writes
 ``<lake.root>/reports/persona_report.html`` and logs the same file to MLflow.
 """
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime, timezone
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from persona.errors import PersonaError
+from persona.lake.catalog import MODELS_TABLE
 from persona.report import charts
 from persona.report.page import Page, SegmentCard, TagCard, render
 from persona.runtime.context import StageContext
 from persona.segmentation.explain import feature_label, format_value, ranked
+from persona.segmentation.models import K_SELECTION_JSON, K_SELECTION_PNG
 from persona.stages.embed import EMBEDDINGS_TABLE
+from persona.stages.evaluate import ENGINE, OUTCOME, QUALITY_TABLE
 from persona.stages.segment import PROFILES_TABLE, SEGMENTS_TABLE
 from persona.stages.tag import METRICS_TABLE, TAGS_TABLE
 
 HELP = "one HTML page with the segments and tags → <lake>/reports/ and MLflow"
 REPORT = "reports/persona_report.html"
 MODEL_NAMES = {"dnn": "DNN", "logreg": "logistic regression", "majority": "majority class"}
+VALIDITY_NAMES = {ENGINE: "Persona segments", "rfm_segments": "RFM named segments",
+                  "rfm_kmeans": "K-Means on recency, frequency, spend"}
 
 
 def write_text(spark: SparkSession, path: str, text: str) -> None:
@@ -126,6 +136,48 @@ def _tag_cards(ctx: StageContext) -> tuple[list[TagCard], str | None]:
     return cards, charts.scores_chart([c.name for c in cards], f1, "F1 on test users")
 
 
+def _validity(ctx: StageContext, version: str) -> list[dict]:
+    """The predictive validity of segment model ``version`` and its baselines, from the
+    outcome rows of gold/segment_quality (a few rows); none when evaluate did not measure
+    it for these segments."""
+    if not ctx.lake.exists(QUALITY_TABLE):
+        return []
+    values: dict[str, dict] = {}
+    for r in ctx.lake.read(QUALITY_TABLE).where(
+            (F.col("space") == OUTCOME) & (F.col("segment_model_version") == version)).collect():
+        values.setdefault(r["method"], {})[r["metric"]] = r["value"]
+    return [{"method": VALIDITY_NAMES[m], **values[m]} for m in VALIDITY_NAMES if m in values]
+
+
+def _k_selection(ctx: StageContext, version: str) -> tuple[dict | None, str | None]:
+    """How k was chosen for segment model ``version``, from the MLflow run that fitted it
+    (its meta/models entry, kind ``segments``): the record and its picture as a data URI;
+    none when k was given."""
+    entry = (ctx.lake.read(MODELS_TABLE).where(
+        (F.col("model_version") == version) & (F.col("kind") == "segments")).first()
+             if ctx.lake.exists(MODELS_TABLE) else None)
+    if entry is None:
+        return None, None
+    run, _ = RunsArtifactRepository.parse_runs_uri(entry["model_uri"])
+    try:
+        logged = {a.path for a in mlflow.artifacts.list_artifacts(run_id=run)}
+    except MlflowException as exc:  # the run is not in this tracking store
+        ctx.log.info("no choice of k to show: %s", exc)
+        return None, None
+    if K_SELECTION_PNG not in logged:
+        ctx.log.info("segment model %s was fitted with a given k: no choice of k to show",
+                     version)
+        return None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run, artifact_path=K_SELECTION_PNG,
+                                                   dst_path=tmp)
+        with open(path, "rb") as fh:
+            picture = charts.png_data_uri(fh.read())
+    record = mlflow.artifacts.load_dict(f"runs:/{run}/{K_SELECTION_JSON}")
+    return {"criterion": record["criterion"], "chosen": record["best_by"][record["criterion"]],
+            "best_by": record["best_by"]}, picture
+
+
 def run(ctx: StageContext) -> None:
     profiles = [r.asDict() for r in ctx.lake.read(PROFILES_TABLE).orderBy("segment").collect()]
     if not profiles:
@@ -141,6 +193,7 @@ def run(ctx: StageContext) -> None:
                                           [p["size"] for p in profiles]),
               "projection": _projection(ctx, profiles), "heatmap": _heatmap(profiles, numeric),
               "scores": scores}
+    k_selection, images["k_selection"] = _k_selection(ctx, profiles[0]["model_version"])
     kpis = [("users", f"{users:,}"), ("segments", str(len(profiles))),
             ("users the segment rules explain", f"{fidelity:.0%}" if fidelity == fidelity
              else "–"), ("profile tags", str(len(tags)))]
@@ -148,7 +201,8 @@ def run(ctx: StageContext) -> None:
     page = Page("Persona: who our users are",
                 f"{users:,} users in {len(profiles)} segments · generated {now}", kpis, images,
                 _segment_cards(profiles), tags, fidelity,
-                f"lake {ctx.lake.root} · segment model {profiles[0]['model_version']}")
+                f"lake {ctx.lake.root} · segment model {profiles[0]['model_version']}",
+                _validity(ctx, profiles[0]["model_version"]), k_selection)
     html = render(page)
     path = f"{ctx.lake.root}/{REPORT}"
     write_text(ctx.spark, path, html)

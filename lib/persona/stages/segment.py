@@ -26,10 +26,11 @@ from persona.segmentation.explain import (describe, fit_surrogate, highlights, r
                                           standardised_differences)
 from persona.segmentation.manifold import (MANIFOLD_ARTIFACT, MODEL_FILE, Manifold,
                                            learn_manifold, manifold_method, umap_spec)
-from persona.segmentation.models import (SEGMENTER_ARTIFACT, MllibKMeans, NearestCenters,
-                                         SampleMixture, Segmenter, Segments, check_segments,
-                                         configured_segmenter, plot_k_selection, segment_method,
-                                         segment_sizes, select_k)
+from persona.segmentation.models import (K_SELECTION_JSON, K_SELECTION_PNG, SEGMENTER_ARTIFACT,
+                                         MllibKMeans, NearestCenters, SampleMixture, Segmenter,
+                                         Segments, check_segments, configured_segmenter,
+                                         plot_k_selection, segment_method, segment_sizes,
+                                         select_k)
 from persona.segmentation.profiles import feature_stats, with_vector
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, feature_columns, feature_groups
@@ -93,17 +94,22 @@ def fit_segments(ctx: StageContext, space: DataFrame, users: int, candidates: li
     criterion = _k_criterion(ctx)
     sample_size = ctx.config.get("segment.silhouette_sample")
     chosen = select_k(space, candidates, criterion, segmenter, total=users,
-                      sample_size=sample_size, log=ctx.log.info, sample=sample)
+                      sample_size=sample_size, log=ctx.log.info, sample=sample,
+                      stability_runs=ctx.config.get("segment.stability_runs"),
+                      min_stability=ctx.config.get("segment.min_stability"))
     for k, scores in chosen.scores.items():
         mlflow.log_metrics({f"k_selection.{name}": value for name, value in scores.items()},
                            step=k)
+    for part, seconds in chosen.seconds.items():
+        ctx.metric(f"k_selection_seconds.{part}", round(seconds, 2))
     mlflow.log_dict({"criterion": criterion, "best_by": chosen.best_by,
+                     "min_stability": chosen.min_stability,
                      "scores": {str(k): s for k, s in chosen.scores.items()}},
-                    "k_selection.json")
+                    K_SELECTION_JSON)
     with tempfile.TemporaryDirectory() as tmp:
-        plot_k_selection(chosen, os.path.join(tmp, "k_selection.png"))
-        mlflow.log_artifact(os.path.join(tmp, "k_selection.png"))
-    k = chosen.best_by[criterion]
+        plot_k_selection(chosen, os.path.join(tmp, K_SELECTION_PNG))
+        mlflow.log_artifact(os.path.join(tmp, K_SELECTION_PNG))
+    k = chosen.model.k
     ctx.log.info("chose k=%d by %s over %d..%d (best k by criterion: %s)", k, criterion,
                  candidates[0], candidates[-1],
                  ", ".join(f"{c} {k}" for c, k in chosen.best_by.items()))

@@ -5,11 +5,13 @@ known for some users, or a label from behaviour after a cut-off date learned fro
 point-in-time features computed before it. Per tag, a DNN trained by Horovod ranks and a
 Spark MLlib logistic regression are fitted on the same split by user; the decision
 threshold of a binary tag is chosen on the validation users; both models and the
-majority class are evaluated on the held-out test users.
+majority class are evaluated on the held-out test users. The better of the two models
+on the validation users (:mod:`persona.tags.shipping`) tags every user and is saved.
 
 gold/user_tags has one row per user and tag: user_id, tag, value, probability (of that
 value), observed (the attribute's known value, if any) and model_version (the MLflow
-run). gold/tag_metrics has one row per tag and model (dnn, logreg, majority).
+run). gold/tag_metrics has one row per tag and model (dnn, logreg, majority); ``shipped``
+marks the model that tagged the users.
 """
 from __future__ import annotations
 
@@ -23,11 +25,12 @@ from dataclasses import dataclass
 import mlflow
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.ml.classification import LogisticRegression
+from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import (ArrayType, BooleanType, DoubleType, LongType, StringType,
+                               StructField, StructType)
 
 from persona.errors import PersonaError
 from persona.features import build as fx
@@ -38,6 +41,7 @@ from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, build_groups, feature_columns, impute_method
 from persona.stages.train import petastorm_cache_url
 from persona.tags import labels as tx
+from persona.tags import shipping
 from persona.tags.classifier import ClassifierSpec, train_classifier, validation_arrays
 from persona.config.schema import TAG_INPUTS as INPUTS
 from persona.tags.spec import TagSpec, tag_specs
@@ -58,6 +62,7 @@ METRICS_SCHEMA = StructType([
     StructField("train_users", LongType()), StructField("validation_users", LongType()),
     StructField("test_users", LongType()), StructField("inputs", StringType()),
     StructField("cutoff", StringType()), StructField("model_version", StringType()),
+    StructField("shipped", BooleanType()),
 ])
 
 
@@ -117,9 +122,10 @@ def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> D
                            f"short; move the cutoff earlier or shorten horizon_days")
     before = events.where(F.col("event_time") <= F.lit(cutoff))
     groups = build_groups(ctx, before, cutoff)
-    if groups.pop("text", None) is not None:
-        ctx.log.info("tag %s: text vectors left out: refitted at the cutoff, their dimensions "
-                     "would not mean what they mean in %s", spec.name, FEATURES_TABLE)
+    for name in ("text", "items"):  # embeddings fitted anew: their axes are not silver's
+        if groups.pop(name, None) is not None:
+            ctx.log.info("tag %s: %s group left out: refitted at the cutoff, its dimensions "
+                         "would not mean what they mean in %s", spec.name, name, FEATURES_TABLE)
     base, *rest = groups.values()
     history = fx.fuse(base, rest, impute_method(ctx.config))
     columns = [c for c in history.columns if c != "user_id"]
@@ -177,26 +183,28 @@ def _with_x(df: DataFrame, inputs: list[str], scaler: fx.Scaler | None,
 
 @dataclass
 class Evaluation:
-    """One model on the test users: threshold (binary tags), scores, confusion matrix."""
+    """One model on the test users: threshold (binary tags), scores, confusion matrix; and
+    its :func:`persona.tags.shipping.validation_score`."""
 
     threshold: float | None
     scores: dict
     roc_auc: float | None
     confusion: list[list[int]]
+    validation: float | None = None
 
 
 def _evaluate(scored: DataFrame, spec: TagSpec, classes: list[str]) -> Evaluation:
     """Threshold on the validation users (binary tags), scores on the test users;
     ``scored`` has ``part``, ``y`` and ``proba`` (class probabilities)."""
     threshold = None
+    validation = scored.where(F.col("part") == "validation")
     if spec.binary:
-        counts = tx.threshold_counts(scored.where(F.col("part") == "validation"), THRESHOLDS)
-        threshold = tx.best_threshold(counts)
+        threshold = tx.best_threshold(tx.threshold_counts(validation, THRESHOLDS))
     test = scored.where(F.col("part") == "test")
     predicted = test.withColumn("prediction", tx.predict("proba", spec.binary, threshold or 0.5))
     matrix = tx.confusion(predicted, classes)
     return Evaluation(threshold, tx.scores(matrix, spec.binary), tx.roc_auc(test, classes),
-                      matrix)
+                      matrix, shipping.validation_score(validation, classes, spec.binary))
 
 
 def _majority(matrix: list[list[int]], majority: int, binary: bool) -> Evaluation:
@@ -206,25 +214,38 @@ def _majority(matrix: list[list[int]], majority: int, binary: bool) -> Evaluatio
     return Evaluation(None, tx.scores(constant, binary), None, constant)
 
 
-def _logistic(rows: DataFrame) -> DataFrame:
-    """The baseline: weighted logistic regression on the same inputs; adds ``proba``."""
-    vectors = rows.withColumn("_v", array_to_vector("x"))
-    model = LogisticRegression(featuresCol="_v", labelCol="y", weightCol="weight",
-                               probabilityCol="_p", maxIter=100, regParam=0.01).fit(
-        vectors.where(F.col("part") == "train"))
-    return model.transform(vectors).withColumn("proba", vector_to_array("_p").cast(
-        "array<float>")).drop("_v", "_p", "rawPrediction", "prediction")
+def _fit_logistic(rows: DataFrame) -> LogisticRegressionModel:
+    """The baseline: weighted logistic regression on the training users' ``x``."""
+    return LogisticRegression(featuresCol="_v", labelCol="y", weightCol="weight",
+                              probabilityCol="_p", maxIter=100, regParam=0.01).fit(
+        rows.where(F.col("part") == "train").withColumn("_v", array_to_vector("x")))
 
 
-def _save_model(name: str, result, scaler: fx.Scaler | None, inputs: list[str],
+def _logistic_proba(model: LogisticRegressionModel, df: DataFrame) -> DataFrame:
+    """``df`` with ``proba``, the logistic regression's class probabilities of ``x``."""
+    return (model.transform(df.withColumn("_v", array_to_vector("x")))
+            .withColumn("proba", vector_to_array("_p").cast("array<float>"))
+            .drop("_v", "_p", "rawPrediction", "prediction"))
+
+
+def _save_model(name: str, kind: str, model, scaler: fx.Scaler | None, inputs: list[str],
                 columns: list[str], classes: list[str], threshold: float | None) -> None:
-    """The classifier (Keras JSON + weights) and how to build its input, as artifacts."""
+    """The shipped model and how to build its input (``inputs.json``), as artifacts: the
+    DNN as Keras JSON + weights, the logistic regression as an MLflow Spark model
+    (``logreg/``, written through ``MLFLOW_DFS_TMP`` like the segments' K-Means)."""
     with tempfile.TemporaryDirectory() as tmp:
-        with open(os.path.join(tmp, "classifier.json"), "w", encoding="utf-8") as fh:
-            fh.write(result.model_json)
-        np.savez(os.path.join(tmp, "weights.npz"), *result.weights)
+        if kind == "dnn":
+            with open(os.path.join(tmp, "classifier.json"), "w", encoding="utf-8") as fh:
+                fh.write(model.model_json)
+            np.savez(os.path.join(tmp, "weights.npz"), *model.weights)
+        else:
+            import pyspark
+            from mlflow import spark as spark_model
+
+            spark_model.save_model(model, os.path.join(tmp, kind),
+                                   pip_requirements=[f"pyspark=={pyspark.__version__}"])
         with open(os.path.join(tmp, "inputs.json"), "w", encoding="utf-8") as fh:
-            json.dump({"inputs": inputs, "columns": columns, "classes": classes,
+            json.dump({"model": kind, "inputs": inputs, "columns": columns, "classes": classes,
                        "threshold": threshold,
                        "scaler": scaler and {"means": scaler.means, "stds": scaler.stds}},
                       fh, indent=2)
@@ -285,22 +306,26 @@ def _tag(ctx: StageContext, spec: TagSpec, silver: DataFrame):
     finally:
         labelled.unpersist()
     try:
-        result, evaluations = _fit(ctx, spec, rows, classes, counts, inputs)
+        models, evaluations = _fit(ctx, spec, rows, classes, counts, inputs)
     finally:
         rows.unpersist()
+    shipped = _ship(ctx, spec, evaluations)
     rows_out = [(spec.name, model, spec.target, classes, ev.threshold,
                  *[ev.scores[m] for m in ("accuracy", "precision", "recall", "f1")],
                  ev.roc_auc, ev.confusion, sizes.get("train", 0), sizes["validation"],
-                 sizes["test"], "+".join(inputs), spec.cutoff, ctx.run_id)
+                 sizes["test"], "+".join(inputs), spec.cutoff, ctx.run_id, model == shipped)
                 for model, ev in evaluations.items()]
     mlflow.log_dict({"classes": classes, "train_counts": counts, "sizes": sizes,
                      "models": {r[1]: dict(zip(METRICS_SCHEMA.fieldNames(), r))
                                 for r in rows_out}}, f"tags/{spec.name}/metrics.json")
-    threshold = evaluations["dnn"].threshold
-    _save_model(spec.name, result, scaler, inputs, data.columns, classes, threshold)
-    scoring = _with_x(data.scoring, inputs, scaler, embeddings)
-    proba = encode(scoring.select("user_id", "observed", "x"), result.model_json,
-                   result.weights, column="x", output="proba")
+    threshold = evaluations[shipped].threshold
+    _save_model(spec.name, shipped, models[shipped], scaler, inputs, data.columns, classes,
+                threshold)
+    scoring = _with_x(data.scoring, inputs, scaler, embeddings).select("user_id", "observed",
+                                                                       "x")
+    proba = (encode(scoring, models["dnn"].model_json, models["dnn"].weights, column="x",
+                    output="proba") if shipped == "dnn"
+             else _logistic_proba(models["logreg"], scoring))
     index = tx.predict("proba", spec.binary, threshold or 0.5)
     predictions = proba.select(
         "user_id", F.lit(spec.name).alias("tag"),
@@ -310,9 +335,19 @@ def _tag(ctx: StageContext, spec: TagSpec, silver: DataFrame):
     return predictions, rows_out
 
 
+def _ship(ctx: StageContext, spec: TagSpec, evaluations: dict[str, Evaluation]) -> str:
+    """The model that tags every user (:mod:`persona.tags.shipping`), logged and recorded."""
+    scores = {m: evaluations[m].validation for m in shipping.CANDIDATES}
+    shipped = shipping.shipped_model(scores)
+    ctx.log.info(shipping.shipping_line(spec.name, spec.binary, scores, shipped))
+    mlflow.log_param(f"{spec.name}.shipped", shipped)
+    return shipped
+
+
 def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], counts: dict,
          inputs: list[str]):
-    """The DNN (Horovod), the logistic regression and the majority class, evaluated."""
+    """The DNN (Horovod), the logistic regression and the majority class, evaluated;
+    returns ``({"dnn": ClassifierResult, "logreg": model}, {model: Evaluation})``."""
     cls = ClassifierSpec(input_dim=len(rows.select("x").first()["x"]), classes=len(classes),
                          seed=spec.seed, **spec.classifier)
     mlflow.log_params({f"{spec.name}.{k}": v for k, v in {
@@ -329,9 +364,11 @@ def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], 
     ctx.metric(metric_name(spec.name, "best_epoch"), result.best_epoch)
     ctx.log.info("tag %s: DNN kept epoch %d of %d (validation loss %.4f)", spec.name,
                  result.best_epoch, len(result.losses), min(result.validation_losses))
+    logistic = _fit_logistic(rows)
     evaluations = {}
     for model, scored in (("dnn", encode(rows, result.model_json, result.weights, column="x",
-                                         output="proba")), ("logreg", _logistic(rows))):
+                                         output="proba")),
+                          ("logreg", _logistic_proba(logistic, rows))):
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             evaluations[model] = _evaluate(scored, spec, classes)
@@ -340,7 +377,8 @@ def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], 
     majority = classes.index(max(classes, key=lambda c: counts.get(c, 0)))
     evaluations["majority"] = _majority(evaluations["dnn"].confusion, majority, spec.binary)
     for model, ev in evaluations.items():
-        for metric, value in {**ev.scores, "roc_auc": ev.roc_auc}.items():
+        validation = {f"validation_{'roc_auc' if spec.binary else 'f1'}": ev.validation}
+        for metric, value in {**ev.scores, "roc_auc": ev.roc_auc, **validation}.items():
             if value is not None:
                 ctx.metric(metric_name(spec.name, model, metric), value)
         ctx.log.info("tag %s %-8s accuracy %.3f precision %.3f recall %.3f F1 %.3f%s%s",
@@ -348,7 +386,7 @@ def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], 
                      ev.scores["recall"], ev.scores["f1"],
                      f" ROC AUC {ev.roc_auc:.3f}" if ev.roc_auc is not None else "",
                      f" (threshold {ev.threshold:.2f})" if ev.threshold is not None else "")
-    return result, evaluations
+    return {"dnn": result, "logreg": logistic}, evaluations
 
 
 def source_table(spec: TagSpec) -> str:

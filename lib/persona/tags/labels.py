@@ -44,23 +44,31 @@ def attribute_labels(users: DataFrame, attribute: str, bins: list[float] | None 
             .where(F.col("label").isNotNull() & (F.col("label") != "")))
 
 
-def behaviour_labels(events: DataFrame, cutoff: datetime, horizon_days: int, kind: str,
-                     purchase_types: list[str], top_share: float = 0.1) -> DataFrame:
-    """``(user_id, label)`` from what users active at or before ``cutoff`` did in the
-    ``horizon_days`` after it.
-
-    - ``churn``: "yes" when the user made no purchase in the horizon;
-    - ``high_value``: "yes" when the user's spend in the horizon is above its
-      ``1 - top_share`` quantile over those users (so about ``top_share`` of them), and
-      positive.
-    """
+def horizon_purchases(events: DataFrame, cutoff: datetime, horizon_days: int,
+                      purchase_types: list[str]) -> DataFrame:
+    """``(user_id, _purchases, _spend)`` for every user with an event at or before
+    ``cutoff``: the purchase events in ``(cutoff, cutoff + horizon_days]`` and the sum of
+    their amounts (an absent amount counts 0), both 0 for a user with none."""
     population = events.where(F.col("event_time") <= F.lit(cutoff)).select("user_id").distinct()
     end = F.lit(cutoff) + F.expr(f"INTERVAL {int(horizon_days)} DAYS")
     future = (events.where((F.col("event_time") > F.lit(cutoff)) & (F.col("event_time") <= end)
                            & F.col("event_type").isin(purchase_types))
               .groupBy("user_id").agg(F.count(F.lit(1)).alias("_purchases"),
                                       F.sum(F.coalesce("amount", F.lit(0.0))).alias("_spend")))
-    joined = population.join(future, "user_id", "left").fillna(0, ["_purchases", "_spend"])
+    return population.join(future, "user_id", "left").fillna(0, ["_purchases", "_spend"])
+
+
+def behaviour_labels(events: DataFrame, cutoff: datetime, horizon_days: int, kind: str,
+                     purchase_types: list[str], top_share: float = 0.1) -> DataFrame:
+    """``(user_id, label)`` from what users active at or before ``cutoff`` did in the
+    ``horizon_days`` after it (:func:`horizon_purchases`).
+
+    - ``churn``: "yes" when the user made no purchase in the horizon;
+    - ``high_value``: "yes" when the user's spend in the horizon is above its
+      ``1 - top_share`` quantile over those users (so about ``top_share`` of them), and
+      positive.
+    """
+    joined = horizon_purchases(events, cutoff, horizon_days, purchase_types)
     if kind == "churn":
         label = F.when(F.col("_purchases") == 0, YES).otherwise(NO)
     else:
