@@ -136,6 +136,10 @@ def _outlook(ctx: StageContext, events, as_of, levels: dict, current: dict):
     history = _event_groups(ctx, earlier, start, levels, log=False)
     columns = [c for df in history.values() for c in df.columns if c != "user_id"]
     base, *rest = history.values()
+    if not base.limit(1).count():
+        ctx.log.info("outlook group skipped: no events before %s (as_of - %d days) to learn "
+                     "it from", start, days)
+        return None
     history = fx.fuse(base, rest).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         stats = fx.column_stats(history, columns)
