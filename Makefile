@@ -33,6 +33,11 @@ env: $(STAMP)
 $(STAMP): requirements.txt setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q wheel "setuptools<70"
+	# tensorflow-cpu (older environments) and tensorflow install the same module: drop both,
+	# and Horovod with its cached wheel, so that it is rebuilt against the new TensorFlow.
+	if $(BIN)/pip show -q tensorflow-cpu 2>/dev/null; then \
+		$(BIN)/pip uninstall -q -y tensorflow-cpu tensorflow horovod && \
+		{ $(BIN)/pip cache remove -q horovod || true; }; fi
 	$(BIN)/pip install -q -r requirements.txt
 	$(HOROVOD_ENV) $(BIN)/pip install -q --no-build-isolation "horovod[spark]==0.28.1"
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/horovodrun --check-build 2>/dev/null | grep -q "\[X\] TensorFlow"

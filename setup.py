@@ -27,7 +27,9 @@ setup(
     ],
     extras_require={
         # Horovod is built against the installed TensorFlow; the Makefile installs both.
-        "train": ["tensorflow-cpu==2.15.1", "horovod[spark]==0.28.1"],
+        "train": ["tensorflow==2.15.1", "tensorflow-privacy==0.9.0",
+                  "tensorflow-probability==0.22.1", "dp-accounting==0.4.3",
+                  "horovod[spark]==0.28.1"],
     },
     entry_points={"console_scripts": ["persona=persona.cli:main"]},
 )

@@ -31,6 +31,7 @@ from sklearn.metrics import adjusted_rand_score
 from persona.config import Config
 from persona.features.build import Scaler
 from persona.lake.tables import Lake
+from persona.privacy.pseudonyms import Ids
 from persona.runtime.spark import get_spark
 from persona.stages.features import feature_groups, sequence_shape
 from persona.stages.train import spec_from_config
@@ -88,7 +89,8 @@ def main() -> None:
     config = Config.load(args.conf, [f"lake.root={out}/lake", *args.overrides])
     spark = get_spark(config)
     truth = (spark.read.csv(os.path.join(out, "data", "truth.csv"), header=True)
-             .select("user_id", F.col("segment").cast("int").alias("planted")))
+             .select(Ids.of(config).column(F.col("user_id")).alias("user_id"),  # pseudonyms
+                     F.col("segment").cast("int").alias("planted")))
     features = Lake(spark, config.path_of("lake.root")).read("silver/user_features")
     groups, shape = feature_groups(features), sequence_shape(features)
     if not groups:

@@ -36,6 +36,7 @@ import pandas as pd
 from persona.config import Config
 from persona.lake.tables import Lake
 from persona.logs import setup_logging
+from persona.privacy.pseudonyms import Ids
 from persona.runtime.spark import get_spark
 from persona.segmentation.metrics import CRITERIA, ari, cross_table
 from persona.segmentation.models import configured_segmenter, select_k
@@ -52,11 +53,13 @@ OUTCOMES = ("log_spend", "churn")
 KNOWN = {"planted": 5, "digits": 10}  # groups of the data sets that have a truth
 
 
-def planted(lake_root: str, truth_path: str, spark) -> tuple[np.ndarray, dict]:
-    """The embeddings of the lake (a demo run: a few thousand users) and the planted truth."""
+def planted(lake_root: str, truth_path: str, ids: Ids, spark) -> tuple[np.ndarray, dict]:
+    """The embeddings of the lake (a demo run: a few thousand users) and the planted truth
+    (its raw ids as ``ids`` writes them in the lake)."""
     rows = (Lake(spark, lake_root).read("gold/user_embeddings")
             .select("user_id", "embedding").orderBy("user_id").collect())
     truth = pd.read_csv(truth_path, dtype={"user_id": str}).set_index("user_id")["segment"]
+    truth.index = truth.index.map(ids.value)
     users = [r["user_id"] for r in rows]
     return (np.array([r["embedding"] for r in rows], dtype=np.float64),
             {"truth": truth.loc[users].to_numpy()})
@@ -167,6 +170,8 @@ def main() -> None:
                         help="segment.method")
     parser.add_argument("--planted-lake", default="out/demo/lake")
     parser.add_argument("--planted-truth", default="out/demo/data/truth.csv")
+    parser.add_argument("--planted-conf", default="conf/local.yaml",
+                        help="the configuration of the planted lake's run (its privacy key)")
     parser.add_argument("--retail-lake", help="the lake of a benchmarks/retail.py variant")
     parser.add_argument("--cutoff", default="2011-09-01", help="its features.as_of")
     parser.add_argument("--horizon", type=int, default=90, help="days of outcome")
@@ -174,7 +179,8 @@ def main() -> None:
     setup_logging()
     start = time.time()
     spark = get_spark(Config({"spark": SPARK}))
-    data = {"planted": planted(args.planted_lake, args.planted_truth, spark),
+    ids = Ids.of(Config.load(args.planted_conf))
+    data = {"planted": planted(args.planted_lake, args.planted_truth, ids, spark),
             "digits": digits()}
     if args.retail_lake:
         data["retail"] = retail(args.retail_lake, args.cutoff, args.horizon, spark)

@@ -26,6 +26,7 @@ from persona.generate import generate
 from persona.lake.tables import Lake
 from persona.logs import setup_logging
 from persona.pipeline import run_pipeline
+from persona.privacy.pseudonyms import Ids
 from persona.runtime.spark import get_spark
 from persona.segmentation.metrics import contingency, external_metrics
 from record import write_result
@@ -75,7 +76,8 @@ def main() -> None:
     spark = get_spark(config)
     lake = Lake(spark, config.path_of("lake.root"))
     truth = (spark.read.csv(os.path.join(out, "data", "truth.csv"), header=True)
-             .select("user_id", F.col("segment").cast("int").alias("planted")))
+             .select(Ids.of(config).column(F.col("user_id")).alias("user_id"),  # pseudonyms
+                     F.col("segment").cast("int").alias("planted")))
     features = lake.read("silver/user_features")
     found = lake.read("gold/user_segments").join(truth, "user_id")
     rows = [line("all users", found.count(), scores(found, "segment"))]

@@ -66,6 +66,19 @@ SECTIONS = {
         "regression and the majority class, on the features without and with the `items` "
         "group (ALS user factors), and how often each model was shipped.",
         ".venv/bin/python benchmarks/tags.py --users 3000 --seeds 3"),
+    "privacy": (
+        "What privacy costs",
+        "`persona generate` data with planted segments: train, embed and segment (k = the "
+        "planted number) without differential privacy and with DP-SGD at the noise "
+        "multiplier the accountant gives for each target epsilon (delta = 1 / users) at the "
+        "shipped epochs, batch size and ranks: ARI and NMI against the planted truth, the "
+        "epsilon reached and the wall time of train; then the wall time of ingest with and "
+        "without pseudonyms, and of `persona forget` of 1,000 users (delete, purge, vacuum). "
+        "Every variant uses `train.sequence_encoder: dense`: through the default GRU branch, "
+        "per-user gradients are not vectorised and DP training is several times slower "
+        "([privacy.md](privacy.md#what-it-does-not-cover)).",
+        ".venv/bin/python benchmarks/privacy.py --users 20000 --set "
+        "train.sequence_encoder=dense"),
 }
 
 HEADER = """# Results

@@ -10,6 +10,10 @@ import pytest
 from persona.config import Config
 from persona.logs import setup_logging
 
+# A fixed pseudonymization key, so that no test reads or writes a key in the home folder.
+TEST_KEY = "persona-tests-key-0123456789abcdef"
+os.environ.setdefault("PERSONA_KEY", TEST_KEY)
+
 # Fixed, small settings for tests: 2 local cores, few shuffle partitions.
 TEST_SPARK = {
     "master": "local[2]",

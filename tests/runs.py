@@ -58,6 +58,7 @@ def generated_run(spark, tmp_path_factory) -> Run:
         config = make_config(tmp, sources=sources, features=local["features"], tags=TAGS)
         config.set("train.epochs", local["train"]["epochs"])
         config.set("train.hidden", local["train"]["hidden"])
+        config.set("privacy.min_segment_size", 1)  # every segment in profiles and report
         results = run_pipeline(config)
         report = run_single("report", config)
         _BUILT["run"] = Run(config, Lake(spark, config.path_of("lake.root")), counts, results,

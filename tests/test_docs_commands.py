@@ -40,7 +40,8 @@ EXCLUDED = {
 USERS = 300
 # Appended to every command that runs on the lake: small and quick.
 SMALL = ["train.epochs=2", "segment.k_range=[2,5]", "segment.n_init=1",
-         "evaluate.stability_runs=1", "tags={plan: {attribute: plan, epochs: 2}}"]
+         "evaluate.stability_runs=1", "privacy.min_segment_size=1",
+         "tags={plan: {attribute: plan, epochs: 2}}"]
 
 
 def code_lines(path: str, languages: tuple[str, ...] = ()) -> list[str]:

@@ -11,6 +11,7 @@ from persona.errors import PersonaError
 from persona.features import external as fi
 from persona.features.external import settings
 from persona.lake.tables import Lake
+from persona.privacy.pseudonyms import Ids
 from persona.runtime.context import run_stage
 from persona.segmentation import metrics as m
 from persona.segmentation.models import (MixtureSpec, NearestCenters, SampleMixture, Segmenter,
@@ -246,7 +247,8 @@ def test_features_input_builds_silver_and_labels(spark, tmp_path):
     assert not enabled(PIPELINE["ingest"], config) and enabled(PIPELINE["features"], config)
     run_stage("features", features.run, config)
     lake = Lake(spark, config.path_of("lake.root"))
-    silver = {r["user_id"]: r for r in lake.read("silver/user_features").collect()}
+    raw = {Ids.of(config).value(u): u for u in ("id1", "id2", "id3")}  # the ids are hashed
+    silver = {raw[r["user_id"]]: r for r in lake.read("silver/user_features").collect()}
     assert list(lake.read("silver/user_features").columns) == [
         "user_id", "a", "b", "c_d", "features", "feature_set_version", "as_of"]
     # a = 1, 2, 3 and b = 10, (missing → mean 20), 30: z = -1.2247, 0, 1.2247, each times
@@ -255,7 +257,7 @@ def test_features_input_builds_silver_and_labels(spark, tmp_path):
     assert silver["id1"]["features"] == pytest.approx([-z, -z, 0.0], abs=1e-6)
     assert silver["id2"]["features"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)
     assert silver["id2"]["b"] == 20.0
-    labels = {r["user_id"]: r["label"] for r in lake.read("silver/user_labels").collect()}
+    labels = {raw[r["user_id"]]: r["label"] for r in lake.read("silver/user_labels").collect()}
     assert labels == {"id1": "x", "id2": "y", "id3": "x"}
     version = silver["id1"]["feature_set_version"]
     run_stage("features", features.run, config)  # idempotent: same table, same version
@@ -307,15 +309,16 @@ def test_evaluate_stage(spark, tmp_path):
         "truth": {"path": str(tmp_path / "truth.csv"), "label_column": "kind"},
         "stability_runs": 1, "sample": 100})
     lake = Lake(spark, config.path_of("lake.root"))
+    pid = Ids.of(config).value  # the lake holds pseudonyms, truth.csv the raw ids
     lake.overwrite(spark.createDataFrame(
-        [(u, x, "fs1") for u, x, _ in rows],
+        [(pid(u), x, "fs1") for u, x, _ in rows],
         "user_id string, features array<float>, feature_set_version string"),
         "silver/user_features")
     lake.overwrite(spark.createDataFrame(
-        [(u, x[:2], "enc1", "fs1") for u, x, _ in rows],
+        [(pid(u), x[:2], "enc1", "fs1") for u, x, _ in rows],
         "user_id string, embedding array<float>, model_version string, "
         "feature_set_version string"), "gold/user_embeddings")
-    segments = [(u, 2 if u == "u0_0" else t, "seg1", "enc1") for u, _, t in rows]
+    segments = [(pid(u), 2 if u == "u0_0" else t, "seg1", "enc1") for u, _, t in rows]
     lake.overwrite(spark.createDataFrame(
         segments, "user_id string, segment int, model_version string, encoder_version string"),
         "gold/user_segments")

@@ -156,6 +156,7 @@ def test_surrogate_tree_recovers_separable_segments(spark):
 
 def test_segment_profiles_carry_names_rules_and_fidelity(spark, tmp_path):
     config = make_config(str(tmp_path))
+    config.set("privacy.min_segment_size", 1)  # two segments of 40 users, both shown
     lake = Lake(spark, config.path_of("lake.root"))
     users = spark.createDataFrame(_users(), ["user_id", "time_weekend", "monetary", "segment"])
     lake.overwrite(users.drop("segment"), "silver/user_features")
@@ -181,6 +182,7 @@ def test_segment_profiles_read_only_columns_with_a_meaning(spark, tmp_path):
     separates the segments more than any other (z = 1 against 0.99) is left out of names,
     descriptions, highlights and rules; its statistics stay in feature_z."""
     config = make_config(str(tmp_path))
+    config.set("privacy.min_segment_size", 1)  # two segments of 40 users, both shown
     lake = Lake(spark, config.path_of("lake.root"))
     users = spark.createDataFrame([(*u, 5.0 if u[3] == 0 else -5.0) for u in _users()],
                                   ["user_id", "time_weekend", "monetary", "segment", "topic"])

@@ -119,6 +119,8 @@ def test_values_are_well_formed(small):
 
     sessions = events.groupby("session_id")
     assert sessions.user_id.nunique().eq(1).all()
+    # a session id says nothing of whose it is (pseudonyms would not hide it otherwise)
+    assert not any(u in s for s, u in zip(events.session_id, events.user_id))
     assert (sessions.time.max() - sessions.time.min()).max() < pd.Timedelta(hours=2)
     assert sessions.size().mean() > 2
 

@@ -70,11 +70,11 @@ def test_a_model_is_listed_once_with_every_catalog_column(spark, tmp_path):
     assert set(rows) == {"v1", "m1"}
     assert lake.read(MODELS_TABLE).columns == [
         "model_version", "kind", "created_at", "model_uri", "feature_set_version", "input_dim",
-        "latent_dim", "final_loss", "input_model_version"]
+        "latent_dim", "final_loss", "input_model_version", "dp_epsilon", "dp_delta"]
     assert {k: v for k, v in rows["v1"].items() if k != "created_at"} == {
         "model_version": "v1", "kind": "autoencoder", "model_uri": "runs:/r1/encoder",
         "feature_set_version": "fs", "input_dim": 10, "latent_dim": 4, "final_loss": 0.5,
-        "input_model_version": None}
+        "input_model_version": None, "dp_epsilon": None, "dp_delta": None}
     assert rows["m1"]["final_loss"] is None and rows["m1"]["input_model_version"] == "v1"
     assert isinstance(rows["m1"]["created_at"], datetime)
 

@@ -12,6 +12,7 @@ from persona.config import Config
 from persona.errors import PersonaError
 from persona.lake.tables import Lake
 from persona.pipeline import run_single
+from persona.privacy.pseudonyms import Ids
 from persona.segmentation.manifold import UmapSpec, fit_umap, project, sample_points
 from tests.conftest import make_config
 
@@ -76,12 +77,13 @@ def test_umap_segments_separate_the_moons(spark, tmp_path, moons):
         evaluate={"truth": {"path": str(tmp_path / "truth.csv"), "label_column": "moon"},
                   "stability_runs": 1, "sample": 300})
     lake = Lake(spark, config.path_of("lake.root"))
+    pid = Ids.of(config).value  # the lake holds pseudonyms, truth.csv the raw ids
     lake.overwrite(spark.createDataFrame(
-        [(u, *x, x, "fs1") for u, x, _ in moons],
+        [(pid(u), *x, x, "fs1") for u, x, _ in moons],
         "user_id string, x double, y double, features array<float>, "
         "feature_set_version string"), "silver/user_features")
     lake.overwrite(spark.createDataFrame(
-        [(u, x, "enc1", "fs1") for u, x, _ in moons],
+        [(pid(u), x, "enc1", "fs1") for u, x, _ in moons],
         "user_id string, embedding array<float>, model_version string, "
         "feature_set_version string"), "gold/user_embeddings")
     (tmp_path / "truth.csv").write_text(

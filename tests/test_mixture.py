@@ -10,6 +10,7 @@ from persona.config import Config
 from persona.errors import PersonaError
 from persona.lake.tables import Lake
 from persona.pipeline import run_single
+from persona.privacy.pseudonyms import Ids
 from persona.segmentation.models import (MixtureSpec, fit_sample_kmeans, fit_sample_mixture,
                                          mixture_from_fit)
 from tests.conftest import make_config
@@ -89,12 +90,13 @@ def test_gmm_segments_separate_the_stripes(spark, tmp_path, stripes):
         evaluate={"truth": {"path": str(tmp_path / "truth.csv"), "label_column": "stripe"},
                   "stability_runs": 2, "sample": 300})
     lake = Lake(spark, config.path_of("lake.root"))
+    pid = Ids.of(config).value  # the lake holds pseudonyms, truth.csv the raw ids
     lake.overwrite(spark.createDataFrame(
-        [(u, *p.tolist(), p.tolist(), "fs1") for u, p in zip(users, points)],
+        [(pid(u), *p.tolist(), p.tolist(), "fs1") for u, p in zip(users, points)],
         "user_id string, x double, y double, features array<float>, "
         "feature_set_version string"), "silver/user_features")
     lake.overwrite(spark.createDataFrame(
-        [(u, p.tolist(), "enc1", "fs1") for u, p in zip(users, points)],
+        [(pid(u), p.tolist(), "enc1", "fs1") for u, p in zip(users, points)],
         "user_id string, embedding array<float>, model_version string, "
         "feature_set_version string"), "gold/user_embeddings")
     (tmp_path / "truth.csv").write_text(

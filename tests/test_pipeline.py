@@ -13,7 +13,10 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score
 
 from persona.config import Config
+from persona.lake.tables import Lake
 from persona.pipeline import run_single
+from persona.privacy.pseudonyms import Ids
+from persona.privacy.vault import vault_root
 from persona.runtime.tracking import tracking_uri
 from persona.stages.features import feature_columns, feature_groups, sequence_shape
 from tests.runs import USERS, lake_copy
@@ -30,7 +33,7 @@ def demo(generated):
 
 def test_every_table_is_written(demo):
     _, lake, counts, results = demo
-    for table in ("bronze/events", "bronze/users", "bronze/content", "quarantine/events",
+    for table in ("bronze/events", "bronze/users", "bronze/content",
                   "silver/user_features", "gold/user_embeddings", "gold/user_segments",
                   "gold/segment_profiles", "meta/models"):
         assert lake.exists(table), table
@@ -41,6 +44,18 @@ def test_every_table_is_written(demo):
     assert users <= USERS
     embedding = lake.read("gold/user_embeddings").first()["embedding"]
     assert len(embedding) == 6  # train.latent_dim in the test configuration
+
+
+def test_drift_is_measured_against_the_training_data(demo):
+    config, lake, _, results = demo
+    named = feature_columns(lake.read("silver/user_features"))
+    reference = lake.read("meta/drift_reference")
+    assert {r["name"] for r in reference.select("name").distinct().collect()} == set(named)
+    drifted = lake.read("gold/drift").where(F.col("kind") == "feature_psi")
+    # embed read the very features the encoder was trained on: the same bins, the same shares
+    assert drifted.count() == len(named)
+    assert drifted.agg(F.max("value")).first()[0] == pytest.approx(0.0, abs=1e-12)
+    assert results["embed"]["drift.features_drifted"] == 0
 
 
 def test_sequence_of_recent_events_ends_the_network_input(demo):
@@ -56,12 +71,14 @@ def test_sequence_of_recent_events_ends_the_network_input(demo):
 
 
 def test_rows_read_equal_bronze_plus_quarantine(demo):
-    _, lake, counts, results = demo
+    config, lake, counts, results = demo
     m = results["ingest"]
     assert m["events_rows_read"] == counts["events"]
     assert m["events_rows_bronze"] + m["events_rows_quarantine"] == m["events_rows_read"]
     assert m["events_rows_quarantine"] == counts["bad_rows"] > 0
-    reasons = {r["_reason"] for r in lake.read("quarantine/events").select("_reason")
+    vault = Lake(lake.spark, vault_root(config))  # raw rows: in the vault, not the lake
+    assert not lake.exists("quarantine/events")
+    reasons = {r["_reason"] for r in vault.read("quarantine/events").select("_reason")
                .distinct().collect()}
     assert reasons <= {"missing user_id", "unparseable event_time", "amount is not a number"}
     assert len(reasons) == 3
@@ -72,6 +89,7 @@ def test_planted_segments_are_recovered(demo):
     config, lake, _, _ = demo
     truth = pd.read_csv(os.path.join(os.path.dirname(config.path_of("sources.events.path")),
                                      "truth.csv"), dtype={"user_id": str})
+    truth["user_id"] = truth["user_id"].map(Ids.of(config).value)  # the lake's pseudonyms
     found = lake.read("gold/user_segments").select("user_id", "segment").toPandas()
     merged = found.merge(truth, on="user_id")
     ari = adjusted_rand_score(merged["segment_x"], merged["segment_y"])

@@ -24,7 +24,7 @@ def test_summary_counts_the_segments_present():
         {"segment": 1, "size": 10, "share": 0.25, "description": "low spend (20 vs 100)"},
         {"segment": 2, "size": 0, "share": 0.0, "description": ""},
     ]
-    text = summary_text(profiles, {"segment": 12.4}, "/lake", "http://mlflow:5000")
+    text = summary_text(profiles, {"segment": 12.4}, "/lake", "http://mlflow:5000", 1)
     lines = text.splitlines()
     assert lines[1] == "Persona: 40 users in 2 segments"
     assert lines[3] == "  segment  0        30 users ( 75.0%)  high spend (200 vs 100)"
@@ -33,3 +33,13 @@ def test_summary_counts_the_segments_present():
     assert "  stage times: segment 12s" in lines
     assert "  MLflow:      http://mlflow:5000" in lines
     assert "127.0.0.1" not in text
+
+
+def test_summary_leaves_out_segments_below_the_minimum_size():
+    profiles = [
+        {"segment": 0, "size": 60, "share": 0.83, "description": "high spend (200 vs 100)"},
+        {"segment": 4, "size": 12, "share": 0.17, "description": "low spend (20 vs 100)"},
+    ]
+    text = summary_text(profiles, {"segment": 1.0}, "/lake", "http://mlflow:5000", 50)
+    assert "  segment 4: 12 users, below privacy.min_segment_size 50, not shown" in text
+    assert "low spend" not in text and "high spend" in text

@@ -16,6 +16,7 @@ from persona.config import Config
 from persona.errors import PersonaError
 from persona.features.build import Scaler
 from persona.pipeline import run_single
+from persona.privacy.pseudonyms import Ids
 from persona.runtime.context import StageContext
 from persona.runtime.tracking import stage_run, tracking_uri
 from persona.stages import segment
@@ -260,7 +261,8 @@ PLANTED = {
 def test_names_of_the_planted_segments_match_their_behaviour(portrait, spark):
     config, lake, _, data = portrait
     truth = (spark.read.option("header", True).csv(os.path.join(data, "truth.csv"))
-             .select("user_id", F.col("segment").cast("int"), "segment_name"))
+             .select(Ids.of(config).column(F.col("user_id")).alias("user_id"),  # as in the lake
+                     F.col("segment").cast("int"), "segment_name"))
     planted = {r["segment"]: r["segment_name"]
                for r in truth.select("segment", "segment_name").distinct().collect()}
     ctx = StageContext(config, spark, lake, logging.getLogger("test"))

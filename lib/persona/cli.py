@@ -6,9 +6,11 @@ import os
 import sys
 import time
 import traceback
+from functools import partial
 
 from persona.errors import DEBUG_ENV, PersonaError, short_message
 from persona.logs import get_logger, setup_logging
+from persona.privacy import export, forget
 from persona.stages import STAGES
 
 
@@ -40,6 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
         "config", help="print the effective configuration (defaults filled in), checked"))
     for name, module in STAGES.items():
         _add_conf_args(sub.add_parser(name, help=module.HELP))
+    _add_conf_args(sub.add_parser(
+        "privacy-check", help="look for raw user ids and personal values in the lake, the "
+                              "MLflow artifacts and the report"))
+    erase = sub.add_parser("forget", help=forget.HELP)
+    _add_conf_args(erase)
+    erase.add_argument("--ids", required=True, metavar="FILE",
+                       help="one user id per line: raw ids, or pseudonyms in the lake")
+    audiences = sub.add_parser("export", help=export.HELP)
+    _add_conf_args(audiences)
+    audiences.add_argument("--segments", required=True, metavar="all|ID,...",
+                           help="all, or segment ids separated by commas")
+    audiences.add_argument("--out", metavar="DIR",
+                           help="output folder (default: <lake.root>/exports/<UTC time>)")
     return parser
 
 
@@ -59,12 +74,22 @@ def _generate(args: argparse.Namespace) -> None:
 def _pipeline(args: argparse.Namespace) -> None:
     from persona.config import Config
     from persona.pipeline import run_pipeline, run_single
+    from persona.runtime.context import run_stage
 
     config = Config.load(args.conf, args.overrides)
     if args.command == "config":
         print(config.to_yaml(), end="")
+    elif args.command == "privacy-check":
+        from persona.privacy.scan import privacy_check
+        from persona.runtime.spark import get_spark
+
+        print(privacy_check(get_spark(config), config))
     elif args.command == "run":
         run_pipeline(config)
+    elif args.command == "forget":
+        run_stage("forget", partial(forget.run, ids_path=args.ids), config)
+    elif args.command == "export":
+        run_stage("export", partial(export.run, segments=args.segments, out=args.out), config)
     else:
         run_single(args.command, config)
 

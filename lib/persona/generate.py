@@ -349,7 +349,7 @@ class Events:
 
 def _events(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray,
             active: np.ndarray, catalog: Catalog, interest: np.ndarray,
-            taste: np.random.Generator) -> Events:
+            taste: np.random.Generator, chunk: int) -> Events:
     """Events in sessions, each with a type, item, quantity and amount typical of the user;
     ``taste`` moves some items to ones the user's ``interest`` favours (:func:`_favourite`)."""
     sessions = _sessions(rng, segment, active)
@@ -373,7 +373,9 @@ def _events(rng: np.random.Generator, ids: np.ndarray, segment: np.ndarray,
     amount = np.full(len(kind), "", dtype=object)
     amount[paid] = _money(catalog.cents[category[paid], rank[paid]] * units[paid])
 
-    session_ids = ids[sessions.user] + "-s" + _zero_padded(sessions.number, 3)
+    # Numbered by chunk and session: an id that embedded the user's would carry it past
+    # pseudonyms.
+    session_ids = f"s{chunk:04d}-" + _zero_padded(np.arange(len(sessions.user)), 8)
     columns = {
         "user_id": ids[user],
         "event_time": _timestamps(seconds),
@@ -511,7 +513,7 @@ def generate(out: str, users: int = 1000, seed: int = 0, bad_fraction: float = 0
         # A stream of its own: only the items chosen (and their amounts) depend on interests.
         taste = np.random.default_rng(seeds[index + 1].spawn(1)[0])
         interest = taste.integers(len(INTERESTS), size=len(numbers))
-        events = _events(rng, ids, segment, active, catalog, interest, taste)
+        events = _events(rng, ids, segment, active, catalog, interest, taste, index)
         content = _content(rng, ids, segment, active, events)
         total = counts["events"] + len(events.kind)
         bad = _bad_total(bad_fraction, total) - _bad_total(bad_fraction, counts["events"])

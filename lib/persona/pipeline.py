@@ -6,6 +6,7 @@ import mlflow
 from persona.config import Config
 from persona.lake.tables import Lake
 from persona.logs import get_logger
+from persona.privacy.suppression import MIN_SIZE, note, suppressed
 from persona.runtime.context import run_stage
 from persona.runtime.spark import get_spark
 from persona.runtime.tracking import tracking_uri, use_experiment
@@ -40,7 +41,8 @@ def summary(config: Config, results: dict[str, dict]) -> str:
     profiles = [r.asDict() for r in lake.read("gold/segment_profiles").orderBy("segment")
                 .select("segment", "size", "share", "description").collect()]
     times = {name: res["wall_seconds"] for name, res in results.items()}
-    return summary_text(profiles, times, lake.root, tracking_uri(config))
+    return summary_text(profiles, times, lake.root, tracking_uri(config),
+                        config.get(MIN_SIZE))
 
 
 def mlflow_hint(uri: str) -> str:
@@ -52,13 +54,17 @@ def mlflow_hint(uri: str) -> str:
 
 
 def summary_text(profiles: list[dict], times: dict[str, float], lake_root: str,
-                 uri: str) -> str:
+                 uri: str, minimum: int) -> str:
     """The run summary: one line per segment that has users (``profiles``: rows of
-    gold/segment_profiles), the stage times, the lake and the MLflow runs."""
+    gold/segment_profiles; those below ``minimum`` users say only that they are not
+    shown), the stage times, the lake and the MLflow runs."""
     present = [p for p in profiles if p["size"] > 0]
     total = sum(p["size"] for p in present)
     lines = ["", f"Persona: {total} users in {len(present)} segments", ""]
     for p in present:
+        if suppressed(p["size"], minimum):
+            lines.append(f"  {note(p['segment'], p['size'], minimum)}")
+            continue
         lines.append(f"  segment {p['segment']:>2}  {p['size']:>8} users ({p['share']:6.1%})  "
                      f"{p['description']}")
     lines += [

@@ -44,9 +44,12 @@ def read_delta(table: Path) -> pd.DataFrame:
 
 
 def summarize(root: Path) -> dict:
-    """Row counts of every table, each user's segment, and the versions stamped on them."""
+    """Row counts of every table (quarantine/<source> from the vault beside the lake), each
+    user's segment, and the versions stamped on them."""
+    vault = Path(root).parent / f"{Path(root).name}-vault"
     tables = {f"{p.parent.parent.name}/{p.parent.name}": read_delta(p.parent)
-              for p in sorted(Path(root).glob("*/*/_delta_log"))}
+              for folder in (Path(root), vault)
+              for p in sorted(folder.glob("*/*/_delta_log"))}
     features, events = tables["silver/user_features"], tables["bronze/events"]
     segments, embeddings = tables["gold/user_segments"], tables["gold/user_embeddings"]
     as_of = features["as_of"].max()

@@ -84,6 +84,10 @@ class Source:
         {}, "canonical name: your column, or {expr: SQL expression}; canonical columns not "
             "mapped are taken from a column of the same name when there is one")
     reject: list[Rule] = setting([], "your own quarantine rules: [{reason, when}]")
+    pii: list[str] = setting([], "personal columns dropped at ingest (e.g. [email, name, "
+                                 "phone]): they never reach the lake")
+    pii_hashed: list[str] = setting([], "personal columns kept as a keyed hash (HMAC-SHA256 "
+                                        "with privacy's key), e.g. to join on")
     attributes: Attributes = section(Attributes, "profile attributes (users only)")
 
     def check(self, path: str) -> None:
@@ -184,6 +188,20 @@ class Features:
 
 
 @dataclass
+class TrainPrivacy:
+    noise_multiplier: Optional[float] = setting(
+        None, "DP-SGD: the std of the Gaussian noise on each batch's summed clipped "
+              "gradients, in units of l2_norm_clip (default: no differential privacy; "
+              "docs/privacy.md)",
+        check=(lambda v: v > 0, "> 0 (0 would add no noise: no privacy)"))
+    l2_norm_clip: float = setting(1.0, "DP-SGD: each user's gradient is clipped to this L2 "
+                                       "norm", check=(lambda v: v > 0, "> 0"))
+    delta: Optional[float] = setting(None, "the delta of the (epsilon, delta) reported "
+                                           "(default and most: 1 / users)",
+                                     check=_OPEN_FRACTION)
+
+
+@dataclass
 class Train:
     num_proc: int = setting(2, "Horovod ranks (on a cluster, one per executor core or GPU)",
                             minimum=1)
@@ -205,6 +223,7 @@ class Train:
     seed: int = setting(7, "seed of the initial weights and the input noise")
     petastorm_cache: Optional[str] = setting(None, "where Petastorm materialises the training "
                                                    "data (default: <lake.root>/_petastorm)")
+    privacy: TrainPrivacy = section(TrainPrivacy, "differentially private training (DP-SGD)")
 
 
 # --------------------------------------------------------------------------- segment
@@ -281,6 +300,10 @@ class Segment:
         check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     surrogate_depth: int = setting(3, "depth of the decision tree that explains the "
                                       "segments", minimum=1)
+    min_overlap: float = setting(
+        0.5, "a refit's segment keeps a previous segment's id when their shared users are at "
+             "least this share of the smaller of the two (docs/segments.md)",
+        check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     model_uri: Optional[str] = setting(None, "a registered K-Means model to assign with "
                                              "instead of fitting")
     gmm: Gmm = section(Gmm, "the Gaussian mixture of method: gmm")
@@ -395,6 +418,40 @@ class Tag:
 
 
 @dataclass
+class Privacy:
+    pseudonymize: bool = setting(True, "replace every user id by a keyed hash (HMAC-SHA256) "
+                                       "at ingest, before anything is written")
+    key_env: str = setting("PERSONA_KEY", "environment variable holding the key (read first)",
+                           check=_NAME)
+    key_file: Optional[str] = setting(None, "file holding the key, when the variable is not "
+                                            "set")
+    create_key: bool = setting(False, "make a random key in key_file when it does not exist "
+                                      "(for a local demo, never for real data)")
+    vault_root: Optional[str] = setting(None, "folder apart from the lake for what may hold "
+                                              "personal data: quarantined raw rows, the "
+                                              "identity map (default: <lake.root>-vault)")
+    identity_map: bool = setting(False, "write raw id -> pseudonym to <vault_root>/"
+                                        "identity_map, for those allowed to re-identify")
+    min_segment_size: int = setting(50, "segments with fewer users are left out of exports "
+                                        "and published aggregates", minimum=1)
+    retention_hours: int = setting(168, "how long erased rows stay readable by time travel "
+                                        "before forget's vacuum removes their files",
+                                   minimum=0)
+
+
+@dataclass
+class Retrain:
+    max_psi: float = setting(0.25, "a feature drifted when its population stability index "
+                                   "against the training reference exceeds this", minimum=0)
+    max_drifted_share: float = setting(0.2, "retraining is due when more than this share of "
+                                            "features drifted",
+                                       check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    max_age_days: Optional[int] = setting(None, "retraining is due when the models in use are "
+                                                "older than this (default: never for age)",
+                                          minimum=1)
+
+
+@dataclass
 class Settings:
     """The whole configuration."""
 
@@ -409,6 +466,8 @@ class Settings:
     mlflow: Mlflow = section(Mlflow, "MLflow tracking")
     evaluate: Evaluate = section(Evaluate, "persona evaluate")
     report: Report = section(Report, "persona report")
+    privacy: Privacy = section(Privacy, "pseudonymous ids, personal data, erasure, exports")
+    retrain: Retrain = section(Retrain, "when persona embed says retraining is due")
     tags: dict[str, Tag] = setting({}, "profile tags (persona tag): one classifier per "
                                        "target, tags.<name>")
 
@@ -417,3 +476,8 @@ class Settings:
             if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
                 raise PersonaError(f"tags.{name}: a tag name may only have letters, digits, "
                                    f"- and _")
+        if self.train.privacy.noise_multiplier is not None and self.segment.method in (
+                "dec", "idec"):
+            raise PersonaError(f"segment.method {self.segment.method} refines the encoder on "
+                               f"the users' data without differential privacy: with "
+                               f"train.privacy.noise_multiplier set, use kmeans or gmm")

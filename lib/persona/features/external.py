@@ -17,6 +17,7 @@ from pyspark.sql.utils import AnalysisException
 from persona.errors import PersonaError
 from persona.features.build import Scaler
 from persona.lake.versions import content_version
+from persona.privacy.pseudonyms import Ids
 from persona.runtime.context import StageContext
 
 RESERVED = ("user_id", "features", "feature_set_version", "as_of", "label")
@@ -123,8 +124,10 @@ def import_features(ctx: StageContext, table: str) -> None:
     mapping = renamed(feature_columns(raw, s["id_column"], s["label_column"],
                                             s["columns"]))
     columns = list(mapping.values())
-    rows = user_rows(raw, s["id_column"], mapping, s["label_column"]).persist(
-        StorageLevel.MEMORY_AND_DISK)
+    ids = Ids.of(ctx.config)  # pseudonyms when privacy.pseudonymize is on
+    rows = (user_rows(raw, s["id_column"], mapping, s["label_column"])
+            .withColumn("user_id", ids.column(F.col("user_id")))
+            .persist(StorageLevel.MEMORY_AND_DISK))
     try:
         counts = rows.agg(F.count(F.lit(1)).alias("n"), F.countDistinct("user_id").alias("ids"),
                           F.sum(F.col("user_id").isNull().cast("int")).alias("null_ids")).first()

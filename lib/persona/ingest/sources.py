@@ -48,6 +48,8 @@ class SourceSpec:
     required: tuple[str, ...]
     timestamp_format: str | None
     rules: list[Rule]  # quarantine rules: rows where ``when`` holds are rejected
+    pii: list[str]  # personal raw columns dropped at ingest
+    pii_hashed: list[str]  # personal raw columns kept as their keyed hash
 
     @classmethod
     def from_config(cls, name: str, section: dict[str, Any]) -> "SourceSpec":
@@ -85,6 +87,8 @@ class SourceSpec:
             required=tuple(c for c, (_, req) in canonical.items() if req),
             timestamp_format=source.timestamp_format,
             rules=source.reject,
+            pii=source.pii,
+            pii_hashed=source.pii_hashed,
         )
 
 

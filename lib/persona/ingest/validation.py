@@ -15,6 +15,8 @@ from persona.ingest.sources import DOUBLE, TIMESTAMP, SourceSpec
 REASON = "_reason"
 SOURCE_FILE = "_source_file"
 INGESTED_AT = "_ingested_at"
+# Raw columns kept in bronze under the rest of their name (the keyed hash of a personal column).
+KEPT = "__kept_"
 
 
 def safe_name(name: str) -> str:
@@ -126,10 +128,13 @@ def validate(raw: DataFrame, spec: SourceSpec) -> DataFrame:
 
 
 def accepted(validated: DataFrame, spec: SourceSpec) -> DataFrame:
-    """The rows with no reason: canonical columns, the source file and ingest time."""
+    """The rows with no reason: canonical columns, kept raw columns, the source file and
+    ingest time."""
     lineage = [c for c in (SOURCE_FILE, INGESTED_AT) if c in validated.columns]
+    kept = [F.col(f"`{c}`").alias(c[len(KEPT):]) for c in validated.columns
+            if c.startswith(KEPT)]
     return validated.where(F.col(REASON).isNull()).select(
-        *[F.col(f"__{name}").alias(name) for name in spec.types], *lineage)
+        *[F.col(f"__{name}").alias(name) for name in spec.types], *kept, *lineage)
 
 
 def rejected(validated: DataFrame) -> DataFrame:

@@ -23,7 +23,8 @@ MODELS_SCHEMA = StructType([
     StructField("created_at", TimestampType()), StructField("model_uri", StringType()),
     StructField("feature_set_version", StringType()), StructField("input_dim", LongType()),
     StructField("latent_dim", LongType()), StructField("final_loss", DoubleType()),
-    StructField("input_model_version", StringType())])
+    StructField("input_model_version", StringType()),
+    StructField("dp_epsilon", DoubleType()), StructField("dp_delta", DoubleType())])
 ENCODER_ARTIFACT = "encoder"
 
 
@@ -38,14 +39,16 @@ class EncoderRef:
 
 def model_entry(spark, model_version: str, kind: str, model_uri: str,
                 feature_set_version: str | None, input_dim: int, latent_dim: int,
-                final_loss: float | None = None, input_model_version: str | None = None):
+                final_loss: float | None = None, input_model_version: str | None = None,
+                dp_epsilon: float | None = None, dp_delta: float | None = None):
     """One meta/models row, created now (UTC): ``input_model_version`` is the model whose
-    output this one reads (a manifold's encoder)."""
+    output this one reads (a manifold's encoder); ``dp_epsilon`` and ``dp_delta`` the
+    differential privacy of a DP-SGD training."""
     created = datetime.now(timezone.utc).replace(tzinfo=None)
     return spark.createDataFrame(
         [(model_version, kind, created, model_uri, feature_set_version, int(input_dim),
           int(latent_dim), None if final_loss is None else float(final_loss),
-          input_model_version)], MODELS_SCHEMA)
+          input_model_version, dp_epsilon, dp_delta)], MODELS_SCHEMA)
 
 
 def list_model(lake: Lake, model_version: str, kind: str, model_uri: str, **entry) -> bool:

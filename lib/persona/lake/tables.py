@@ -10,8 +10,11 @@ from persona.errors import PersonaError, writing
 WRITERS = {
     "silver/user_features": "features", "silver/user_labels": "features",
     "gold/user_embeddings": "embed", "gold/user_segments": "segment",
-    "gold/segment_profiles": "segment", "gold/user_tags": "tag", "gold/tag_metrics": "tag",
+    "gold/segment_profiles": "segment", "gold/segments": "segment",
+    "gold/segment_history": "segment", "gold/segment_flows": "segment",
+    "gold/user_tags": "tag", "gold/tag_metrics": "tag",
     "gold/segment_quality": "evaluate", "meta/models": "train",
+    "meta/drift_reference": "train", "gold/drift": "embed",
 }
 # bronze/<source> and quarantine/<source>, one per configured source.
 LAYER_WRITERS = {"bronze": "ingest", "quarantine": "ingest"}
@@ -65,6 +68,15 @@ class Lake:
             df.write.format("delta").mode("append").option("mergeSchema", "true").save(
                 self.path(table))
 
+    def replace_where(self, df: DataFrame, table: str, condition: str) -> None:
+        """Replace the rows matching the SQL ``condition`` with ``df`` (whose rows all match
+        it), creating the table if needed: re-runs give the same table."""
+        writer = df.write.format("delta").mode("overwrite")
+        if self.exists(table):
+            writer = writer.option("replaceWhere", condition)
+        with writing(table, self.root):
+            writer.save(self.path(table))
+
     def merge(self, df: DataFrame, table: str, key: str, changed: str) -> dict[str, int]:
         """Upsert ``df`` into ``table`` by ``key``; rows gone from ``df`` are deleted.
 
@@ -91,3 +103,19 @@ class Lake:
             "updated": int(metrics.get("numTargetRowsUpdated", 0)),
             "deleted": int(metrics.get("numTargetRowsDeleted", 0)),
         }
+
+    def upsert(self, df: DataFrame, table: str, on: str) -> int:
+        """MERGE ``df`` into ``table`` on the SQL condition ``on`` (``t`` target, ``s``
+        source): matched rows take the source's values, the others are inserted, no row is
+        deleted. An empty ``df`` writes nothing (no new Delta version). Returns its rows."""
+        rows = df.count()
+        if not rows:
+            return 0
+        if not self.exists(table):
+            self.overwrite(df, table)
+            return rows
+        target = DeltaTable.forPath(self.spark, self.path(table))
+        with writing(table, self.root):
+            (target.alias("t").merge(df.alias("s"), on).whenMatchedUpdateAll()
+             .whenNotMatchedInsertAll().execute())
+        return rows

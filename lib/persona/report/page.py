@@ -77,6 +77,8 @@ class Page:
     validity: list[dict] = field(default_factory=list)
     # how k was chosen (criterion, chosen, best_by), its picture in images["k_selection"]
     k_selection: dict | None = None
+    # segments left out (too small to publish), one line each
+    notes: list[str] = field(default_factory=list)
 
 
 def _img(uri: str, alt: str) -> str:
@@ -186,6 +188,7 @@ blue: well below. Each cell shows the segment's average in the feature's own uni
 <div class="panel">{_img(page.images["heatmap"], "distinguishing features")}</div>
 <h2>The segments</h2><p class="intro">Each segment's most distinctive traits and a rule of
 thumb to recognise its members.{escape(fidelity)}</p>
+{"".join(f'<p class="note">{escape(n)}</p>' for n in page.notes)}
 <div class="cards">{cards}</div>
 {_k_selection(page)}
 {_validity(page.validity)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pyspark.ml.functions import array_to_vector
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql.types import ArrayType, MapType
 
 
 def with_vector(df: DataFrame, column: str = "embedding", output: str = "vector") -> DataFrame:
@@ -31,3 +32,32 @@ def feature_stats(features: DataFrame, segments: DataFrame, columns: list[str]):
         *[F.avg(c).alias(f"mean_{c}") for c in columns],
         *[F.stddev_pop(c).alias(f"std_{c}") for c in columns])
     return per_segment, population
+
+
+# What a suppressed segment's profile keeps: its size and what is not about its users.
+PUBLIC_COLUMNS = ("segment", "size", "share", "model_version", "population_means",
+                  "surrogate_fidelity")
+
+
+def suppress_profiles(profiles: DataFrame, minimum: int) -> DataFrame:
+    """``profiles`` with ``suppressed`` (fewer than ``minimum`` users) and, for those rows,
+    every statistic of their users emptied (lists and maps empty, other values null, the
+    name ``segment <id> (suppressed)``), so that readers of the table keep working."""
+    small = F.col("size") < minimum
+    columns = []
+    for field in profiles.schema.fields:
+        name, kind = field.name, field.dataType
+        if name in PUBLIC_COLUMNS:
+            columns.append(F.col(name))
+            continue
+        if name == "name":
+            empty = F.concat(F.lit("segment "), F.col("segment").cast("string"),
+                             F.lit(" (suppressed)"))
+        elif isinstance(kind, ArrayType):
+            empty = F.array().cast(kind)
+        elif isinstance(kind, MapType):
+            empty = F.create_map().cast(kind)
+        else:
+            empty = F.lit(None).cast(kind)
+        columns.append(F.when(small, empty).otherwise(F.col(name)).alias(name))
+    return profiles.select(*columns, small.alias("suppressed"))

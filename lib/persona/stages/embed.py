@@ -1,16 +1,22 @@
 """embed: the encoder applied to every user → gold/user_embeddings."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import mlflow
 from pyspark.sql import functions as F
 
-from persona.lake.catalog import current_encoder, load_encoder, promote_encoder
+from persona.lake.catalog import MODELS_TABLE, current_encoder, load_encoder, promote_encoder
+from persona.monitoring import drift
+from persona.monitoring.policy import Measures, retrain_reasons
 from persona.runtime.context import StageContext
-from persona.stages.features import FEATURES_TABLE
+from persona.stages.features import FEATURES_TABLE, feature_columns
+from persona.stages.train import DRIFT_REFERENCE_TABLE
 from persona.training.inference import encode
 
 HELP = "encode every user → gold/user_embeddings"
 EMBEDDINGS_TABLE = "gold/user_embeddings"
+DRIFT_TABLE = "gold/drift"
 
 
 def run(ctx: StageContext) -> None:
@@ -33,6 +39,53 @@ def run(ctx: StageContext) -> None:
     ctx.log.info("%d users embedded into %s", users, EMBEDDINGS_TABLE)
     ctx.metric("users", users)
     mlflow.set_tag("model_version", ref.version)
+    _watch_drift(ctx, ref.version, features)
     in_use = promote_encoder(ctx.config, ref)
     if in_use:
         ctx.log.info("registry alias now on the encoder in use: %s", in_use)
+
+
+def _watch_drift(ctx: StageContext, version: str, features) -> None:
+    """PSI of each feature against the encoder's training data, to gold/drift and MLflow,
+    and whether retraining is due (``retrain.*``)."""
+    reference = (ctx.lake.read(DRIFT_REFERENCE_TABLE).where(F.col("model_version") == version)
+                 if ctx.lake.exists(DRIFT_REFERENCE_TABLE) else None)
+    edges = drift.reference_edges(reference) if reference is not None else {}
+    shared = [c for c in feature_columns(features) if c in edges]
+    if not shared:
+        ctx.log.info("no drift reference shares features with encoder %s: drift not measured",
+                     version)
+        return
+    current = drift.bin_shares(features, {c: edges[c] for c in shared})
+    values = {r["name"]: r["psi"] for r in drift.psi(
+        reference.where(F.col("name").isin(shared)), current).collect()}
+    measures = Measures(psi=values, model_age_days=_age_days(ctx, version))
+    retrain = ctx.config.get("retrain")
+    drifted = [n for n, v in values.items() if v > retrain.max_psi]
+    rows = [("feature_psi", n, float(v)) for n, v in sorted(values.items())]
+    rows.append(("features_drifted_share", "all", len(drifted) / len(values)))
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    ctx.lake.append(ctx.spark.createDataFrame(
+        [(ctx.run_id, now, kind, name, value) for kind, name, value in rows],
+        "run_id string, computed_at timestamp, kind string, name string, value double"),
+        DRIFT_TABLE)
+    worst = max(values, key=values.get)
+    ctx.metric("drift.max_psi", values[worst])
+    ctx.metric("drift.features_drifted", len(drifted))
+    ctx.log.info("drift against encoder %s's training data: %d of %d features with PSI > %g "
+                 "(largest %.3f, %s)", version, len(drifted), len(values), retrain.max_psi,
+                 values[worst], worst)
+    reasons = retrain_reasons(measures, retrain)
+    mlflow.set_tag("retrain_due", str(bool(reasons)).lower())
+    for reason in reasons:
+        ctx.log.info("retraining due: %s", reason)
+
+
+def _age_days(ctx: StageContext, version: str) -> float | None:
+    """Days since the encoder ``version`` was trained, None when the lake does not list it."""
+    row = (ctx.lake.read(MODELS_TABLE).where(F.col("model_version") == version)
+           .select("created_at").first() if ctx.lake.exists(MODELS_TABLE) else None)
+    if row is None or row["created_at"] is None:
+        return None
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    return (now - row["created_at"]).total_seconds() / 86400

@@ -30,6 +30,7 @@ from pyspark.sql.utils import AnalysisException
 from persona.errors import PersonaError
 from persona.features.external import LABELS_TABLE
 from persona.lake.catalog import MODELS_TABLE, load_encoder
+from persona.privacy.pseudonyms import Ids
 from persona.runtime.context import StageContext
 from persona.segmentation.manifold import load_manifold, project, sample_points
 from persona.segmentation.metrics import ari, contingency, external_metrics, internal_metrics
@@ -74,7 +75,8 @@ def _truth(ctx: StageContext, feature_set: str) -> DataFrame | None:
                 raise PersonaError(f"evaluate.truth.{key}: column {name!r} not found in "
                                    f"{path}; available: {', '.join(df.columns)}")
         ctx.log.info("labels: %s of %s", label_column, path)
-        return df.select(F.col(f"`{id_column}`").cast("string").alias("user_id"),
+        ids = Ids.of(cfg)  # the file holds raw ids: pseudonyms when the lake does
+        return df.select(ids.column(F.col(f"`{id_column}`")).alias("user_id"),
                          F.col(f"`{label_column}`").cast("string").alias("label"))
     if ctx.lake.exists(LABELS_TABLE):
         labels = ctx.lake.read(LABELS_TABLE)

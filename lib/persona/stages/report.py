@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from persona.errors import PersonaError
 from persona.lake.catalog import MODELS_TABLE
+from persona.privacy.suppression import MIN_SIZE, note, suppressed
 from persona.report import charts
 from persona.report.page import Page, SegmentCard, TagCard, render
 from persona.runtime.context import StageContext
@@ -87,11 +88,14 @@ def _heatmap(profiles: list[dict], numeric: list[str]) -> str:
 
 
 def _projection(ctx: StageContext, profiles: list[dict]) -> str:
-    """The embeddings of at most ``report.sample_users`` users, projected by PCA."""
+    """The embeddings of at most ``report.sample_users`` users of the segments shown,
+    projected by PCA."""
     limit = ctx.config.get("report.sample_users")
     total = sum(p["size"] for p in profiles)
+    shown = [p["segment"] for p in profiles]
     sample = (ctx.lake.read(EMBEDDINGS_TABLE).join(
-        ctx.lake.read(SEGMENTS_TABLE).select("user_id", "segment"), "user_id")
+        ctx.lake.read(SEGMENTS_TABLE).select("user_id", "segment")
+        .where(F.col("segment").isin(shown)), "user_id")
         .sample(fraction=min(1.0, 1.2 * limit / max(total, 1)), seed=7)
         .select("embedding", "segment").limit(limit).collect())
     vectors = np.array([r["embedding"] for r in sample], dtype=float)
@@ -184,6 +188,15 @@ def run(ctx: StageContext) -> None:
         raise PersonaError(f"{PROFILES_TABLE} is empty: run `persona segment` first")
     if "name" not in profiles[0]:
         raise PersonaError(f"{PROFILES_TABLE} has no segment names: re-run `persona segment`")
+    minimum = ctx.config.get(MIN_SIZE)
+    hidden = [p for p in profiles if p.get("suppressed") or suppressed(p["size"], minimum)]
+    notes = [note(p["segment"], p["size"], minimum) for p in hidden]
+    for line in notes:
+        ctx.log.info(line)
+    profiles = [p for p in profiles if p not in hidden]
+    if not profiles:
+        raise PersonaError(f"every segment has fewer than {MIN_SIZE}={minimum} users: "
+                           f"nothing to report")
     numeric = ctx.config.get("sources.users.attributes.numeric") or []
     tags, scores = _tag_cards(ctx)
     users = sum(p["size"] for p in profiles)
@@ -202,7 +215,7 @@ def run(ctx: StageContext) -> None:
                 f"{users:,} users in {len(profiles)} segments · generated {now}", kpis, images,
                 _segment_cards(profiles), tags, fidelity,
                 f"lake {ctx.lake.root} · segment model {profiles[0]['model_version']}",
-                _validity(ctx, profiles[0]["model_version"]), k_selection)
+                _validity(ctx, profiles[0]["model_version"]), k_selection, notes)
     html = render(page)
     path = f"{ctx.lake.root}/{REPORT}"
     write_text(ctx.spark, path, html)

@@ -1,10 +1,12 @@
 """segment: the configured segmenter fitted on the embeddings → gold/user_segments (MERGE)
-and gold/segment_profiles."""
+and gold/segment_profiles, with ids kept across refits (gold/segments, the catalogue of ids;
+gold/segment_history and gold/segment_flows, who entered and left each segment)."""
 from __future__ import annotations
 
 import os
 import tempfile
 from dataclasses import replace
+from datetime import datetime, timezone
 
 import mlflow
 import numpy as np
@@ -18,12 +20,17 @@ from persona.errors import PersonaError
 from persona.lake.catalog import (ENCODER_ARTIFACT, current_encoder, list_model, load_encoder,
                                   load_kmeans, register_segments, save_encoder)
 from persona.lake.versions import content_version
+from persona.privacy.suppression import MIN_SIZE, note, suppressed
 from persona.runtime.context import StageContext
 from persona.segmentation.dec import METHODS as REFINEMENTS
 from persona.segmentation.dec import dec_spec, refine
 from persona.segmentation.explain import (describe, fit_surrogate, highlights, readable_columns,
                                           segment_names, segment_rules,
                                           standardised_differences)
+from persona.segmentation.identity import (CATALOGUE_TABLE, FLOWS_TABLE, HISTORY_TABLE,
+                                           catalogue_changes, flows, match_ids,
+                                           next_segment_id, open_stays, overlap, relabel,
+                                           stay_changes)
 from persona.segmentation.manifold import (MANIFOLD_ARTIFACT, MODEL_FILE, Manifold,
                                            learn_manifold, manifold_method, umap_spec)
 from persona.segmentation.models import (K_SELECTION_JSON, K_SELECTION_PNG, SEGMENTER_ARTIFACT,
@@ -31,7 +38,7 @@ from persona.segmentation.models import (K_SELECTION_JSON, K_SELECTION_PNG, SEGM
                                          Segments, check_segments, configured_segmenter,
                                          plot_k_selection, segment_method, segment_sizes,
                                          select_k)
-from persona.segmentation.profiles import feature_stats, with_vector
+from persona.segmentation.profiles import feature_stats, suppress_profiles, with_vector
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, feature_columns, feature_groups
 from persona.stages.train import petastorm_cache_url
@@ -119,7 +126,7 @@ def fit_segments(ctx: StageContext, space: DataFrame, users: int, candidates: li
 def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame:
     """Per segment: size, what distinguishes it (in the features' own units, among the
     columns a person can read), a short name, and the rules of a shallow surrogate tree with
-    its fidelity on held-out users."""
+    its fidelity on held-out users; segments below ``privacy.min_segment_size`` suppressed."""
     features = ctx.lake.read(FEATURES_TABLE)
     columns = feature_columns(features)
     groups = feature_groups(features) if "features" in features.columns else {}
@@ -129,6 +136,7 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
     rows = per_segment.orderBy("segment").collect()
     total = sum(r["size"] for r in rows)
     numeric = ctx.config.get("sources.users.attributes.numeric") or []
+    minimum = ctx.config.get(MIN_SIZE)
     z = {int(r["segment"]): standardised_differences(r.asDict(), pop, columns) for r in rows}
     z_readable = {s: {c: v for c, v in zs.items() if c in readable} for s, zs in z.items()}
     names = segment_names(z_readable)
@@ -149,11 +157,14 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
                     {c: float(pop[f"mean_{c}"]) for c in columns}, version,
                     names[s], highlights(means, pop, z_readable[s], numeric_attributes=numeric),
                     z[s], rules.get(s, []), surrogate.recall.get(s), surrogate.fidelity))
+        if suppressed(r["size"], minimum):
+            ctx.log.info(note(s, r["size"], minimum, f"profile suppressed in {PROFILES_TABLE}"))
+            continue
         ctx.log.info("segment %d \"%s\": %d users; %s", s, names[s], r["size"],
                      "; ".join(x["rule"] for x in rules.get(s, [])) or "no rule of its own")
     ctx.log.info("surrogate tree agrees with the segments for %.1f%% of %d held-out users",
                  100 * surrogate.fidelity, surrogate.holdout_users)
-    return ctx.spark.createDataFrame(out, PROFILE_SCHEMA)
+    return suppress_profiles(ctx.spark.createDataFrame(out, PROFILE_SCHEMA), minimum)
 
 
 def _segment_model(ctx: StageContext, space: DataFrame, users: int, segmenter: Segmenter,
@@ -257,14 +268,79 @@ def _refine(ctx: StageContext, method: str, start: Segments, embedded_with: str
 
 
 def _record(ctx: StageContext, version: str, method: str, manifold: str,
-            segmenter: Segmenter, model: Segments, encoder: str, feature_set: str) -> None:
-    """What was fitted, for evaluate to refit the same: ``segmenter.json`` in this run and a
-    meta/models entry (kind ``segments``: input_dim the space's dimensions, latent_dim k)."""
+            segmenter: Segmenter, model: Segments, encoder: str, feature_set: str,
+            ids: dict[int, int]) -> None:
+    """What was fitted, for evaluate to refit the same: ``segmenter.json`` in this run (with
+    ``ids``, the stable id of each label of the fit) and a meta/models entry (kind
+    ``segments``: input_dim the space's dimensions, latent_dim k)."""
     mlflow.log_dict({"method": method, "manifold": manifold, "segmenter": segmenter.to_dict(),
-                     "encoder_version": encoder}, SEGMENTER_ARTIFACT)
+                     "encoder_version": encoder,
+                     "ids": {str(label): i for label, i in ids.items()}}, SEGMENTER_ARTIFACT)
     list_model(ctx.lake, version, "segments", f"runs:/{ctx.run_id}/{SEGMENTER_ARTIFACT}",
                feature_set_version=feature_set, input_dim=model.centers.shape[1],
                latent_dim=model.k, input_model_version=encoder)
+
+
+def _stable_ids(ctx: StageContext, assigned: DataFrame, labels: list[int]) -> dict[int, int]:
+    """label → stable id: each label matched to a segment of the previous gold/user_segments
+    (``segment.min_overlap``), the others numbered above every id in gold/segments."""
+    lake = ctx.lake
+    previous = lake.read(SEGMENTS_TABLE) if lake.exists(SEGMENTS_TABLE) else None
+    catalogue = lake.read(CATALOGUE_TABLE) if lake.exists(CATALOGUE_TABLE) else None
+    found = None if previous is None else overlap(
+        previous, assigned.select("user_id", F.col("segment").alias("label")))
+    ids = match_ids(found, labels, next_segment_id(catalogue, previous),
+                    ctx.config.get("segment.min_overlap"))
+    kept = [i for i in ids.values() if found is not None and i in found.old]
+    ctx.metric("segments_kept", len(kept))
+    ctx.metric("segments_new", len(ids) - len(kept))
+    ctx.log.info("segment ids (label → id): %s; %d kept, %d new",
+                 ", ".join(f"{label} → {i}" for label, i in ids.items()), len(kept),
+                 len(ids) - len(kept))
+    return ids
+
+
+def _catalogue(ctx: StageContext, profiles: DataFrame, sizes: dict[int, int], version: str,
+               now: datetime) -> DataFrame:
+    """gold/segments brought up to this run (MERGE by id); returns ``profiles`` with the name
+    each id was first given. A suppressed segment gives no name: its id is named when its
+    profile is first shown."""
+    live = ctx.spark.createDataFrame(list(sizes.items()), "id int, size long").join(
+        profiles.where(~F.col("suppressed")).select(F.col("segment").alias("id"), "name"),
+        "id", "left")
+    lake = ctx.lake
+    catalogue = lake.read(CATALOGUE_TABLE) if lake.exists(CATALOGUE_TABLE) else None
+    changed = lake.upsert(catalogue_changes(catalogue, live, version, now), CATALOGUE_TABLE,
+                          "t.id = s.id")
+    ctx.metric("catalogue_rows_changed", changed)
+    names = lake.read(CATALOGUE_TABLE).select(F.col("id").alias("segment"),
+                                              F.col("name").alias("_kept"))
+    return (profiles.join(names, "segment", "left")
+            .withColumn("name", F.when(F.col("suppressed"), F.col("name"))
+                        .otherwise(F.coalesce("_kept", "name"))).select(*profiles.columns))
+
+
+def _history(ctx: StageContext, segments: DataFrame, now: datetime) -> None:
+    """gold/segment_history (type 2, MERGE): stays closed and opened for the users whose
+    segment changed, who are new or who are gone; the flows of users per segment logged and
+    appended to gold/segment_flows. An unchanged assignment writes nothing."""
+    stays = open_stays(ctx.lake)
+    current = segments.select("user_id", "segment")
+    moved = flows(stays, current).orderBy("segment").collect()
+    for r in moved:
+        mlflow.log_metrics({f"flows.{r['segment']}.{kind}": r[kind]
+                            for kind in ("entered", "exited", "stayed")})
+    for kind in ("entered", "exited", "stayed"):
+        ctx.metric(f"users_{kind}", sum(r[kind] for r in moved))
+    written = ctx.lake.upsert(stay_changes(stays, current, now), HISTORY_TABLE,
+                              "t.user_id = s.user_id AND t.valid_from = s.valid_from "
+                              "AND t.valid_to IS NULL")
+    ctx.metric("history_rows_written", written)
+    if written:
+        ctx.lake.append(ctx.spark.createDataFrame(
+            [(now, r["segment"], r["entered"], r["exited"], r["stayed"]) for r in moved],
+            "run_time timestamp, segment int, entered long, exited long, stayed long"),
+            FLOWS_TABLE)
 
 
 def run(ctx: StageContext) -> None:
@@ -300,10 +376,13 @@ def run(ctx: StageContext) -> None:
         label = f"segment.method={method}" + (
             f" on segment.manifold={manifold}" if manifold != "none" else "")
         check_segments(label, segmenter.k, sizes)
+        ids = _stable_ids(ctx, assigned, sorted(sizes))
+        sizes = {ids[s]: n for s, n in sizes.items()}
         centers = model.centers.tolist()
-        version = content_version([encoder, centers])
+        version = content_version([encoder, centers, [ids[s] for s in sorted(ids)]])
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
         changes = ctx.lake.merge(
-            assigned.select("*", F.lit(version).alias("model_version"),
+            relabel(assigned, ids).select("*", F.lit(version).alias("model_version"),
                             F.lit(encoder).alias("encoder_version"),
                             F.current_timestamp().alias("assigned_at")),
             SEGMENTS_TABLE, key="user_id",
@@ -313,8 +392,9 @@ def run(ctx: StageContext) -> None:
             if df is not None:
                 df.unpersist()
     segments = ctx.lake.read(SEGMENTS_TABLE)
-    profiles = _profiles(ctx, segments, version)
+    profiles = _catalogue(ctx, _profiles(ctx, segments, version), sizes, version, now)
     ctx.lake.overwrite(profiles, PROFILES_TABLE)
+    _history(ctx, segments, now)
 
     ctx.metric("k", len(sizes))
     ctx.metric("users", users)
@@ -330,7 +410,7 @@ def run(ctx: StageContext) -> None:
     mlflow.set_tag("segment_model_version", version)
     mlflow.log_dict({"k": model.k, "centers": centers, "encoder_version": encoder},
                     "kmeans.json")
-    _record(ctx, version, method, manifold, segmenter, model, encoder, feature_set)
+    _record(ctx, version, method, manifold, segmenter, model, encoder, feature_set, ids)
     if method == "kmeans" and manifold == "none":
         in_use = register_segments(ctx.config, model.model,
                                    ctx.config.get("segment.model_uri"))

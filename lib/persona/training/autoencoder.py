@@ -24,6 +24,9 @@ class AutoencoderSpec:
     sequence_step_size: int = 0
     sequence_encoder: str = "gru"
     sequence_units: int = 16
+    # DP-SGD (train.privacy): per-example clipping and Gaussian noise; None: plain Adam.
+    dp_noise_multiplier: float | None = None
+    dp_l2_norm_clip: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,9 +8,10 @@ be put beside Horovod without touching the stages.
 from __future__ import annotations
 
 import math
+import secrets
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -94,7 +95,16 @@ def _train_rank(converter, spec: AutoencoderSpec, rows: int):
 
     hvd, tf = init_rank(spec.seed, spec.threads_per_proc)
     autoencoder, encoder = build_autoencoder(spec)
-    autoencoder.compile(optimizer=distributed_adam(hvd, tf, spec.learning_rate), loss="mse")
+    if spec.dp_noise_multiplier is None:
+        autoencoder.compile(optimizer=distributed_adam(hvd, tf, spec.learning_rate), loss="mse")
+    else:
+        from persona.training.privacy import dp_distributed_adam
+
+        # DP-SGD clips each example's gradient: the loss stays one value per example.
+        autoencoder.compile(
+            optimizer=dp_distributed_adam(hvd, spec.learning_rate, spec.dp_noise_multiplier,
+                                          spec.dp_l2_norm_clip, spec.batch_size),
+            loss=tf.keras.losses.MeanSquaredError(reduction=tf.keras.losses.Reduction.NONE))
     steps = steps_per_epoch(rows, spec.batch_size, hvd.size())
     callbacks = rank_callbacks(hvd, tf, "persona train", spec.epochs)
     start = time.time()
@@ -145,6 +155,12 @@ def run_on_ranks(spark: SparkSession, data: DataFrame, rank_fn, args: tuple, num
 
 def train_autoencoder(spark: SparkSession, features: DataFrame, spec: AutoencoderSpec,
                       num_proc: int, cache_url: str) -> TrainResult:
-    """Train on the ``features`` column (array<float>) with ``num_proc`` Horovod ranks."""
+    """Train on the ``features`` column (array<float>) with ``num_proc`` Horovod ranks.
+
+    With DP-SGD, ``spec.seed`` is replaced by a secret one (weights, batches, noise): a noise
+    that could be drawn again from the configuration would hide nothing.
+    """
+    if spec.dp_noise_multiplier is not None:
+        spec = replace(spec, seed=secrets.randbits(31))
     return run_on_ranks(spark, features.select("features"), _train_rank, (spec,), num_proc,
                         cache_url, spec.seed)
