@@ -49,6 +49,10 @@ class Lake:
             reader = reader.option("versionAsOf", version)
         return reader.load(self.path(table))
 
+    def read_if_exists(self, table: str) -> DataFrame | None:
+        """The table, or None before the first run that writes it."""
+        return self.read(table) if self.exists(table) else None
+
     def version(self, table: str) -> int | None:
         """The latest Delta version of ``table``, or None when it does not exist."""
         if not self.exists(table):

@@ -90,7 +90,7 @@ def run(ctx: StageContext, segments: str, out: str | None) -> None:
     if not kept:
         raise PersonaError(f"every segment asked for has fewer than {MIN_SIZE}={minimum} "
                            f"users: nothing exported")
-    profiles = ctx.lake.read(PROFILES_TABLE) if ctx.lake.exists(PROFILES_TABLE) else None
+    profiles = ctx.lake.read_if_exists(PROFILES_TABLE)
     named = {} if profiles is None else {
         r["segment"]: segment_name(r.asDict()) for r in profiles.select(
             "segment", *[c for c in ("name",) if c in profiles.columns]).collect()}

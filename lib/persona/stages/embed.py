@@ -48,8 +48,9 @@ def run(ctx: StageContext) -> None:
 def _watch_drift(ctx: StageContext, version: str, features) -> None:
     """PSI of each feature against the encoder's training data, to gold/drift and MLflow,
     and whether retraining is due (``retrain.*``)."""
-    reference = (ctx.lake.read(DRIFT_REFERENCE_TABLE).where(F.col("model_version") == version)
-                 if ctx.lake.exists(DRIFT_REFERENCE_TABLE) else None)
+    reference = ctx.lake.read_if_exists(DRIFT_REFERENCE_TABLE)
+    if reference is not None:
+        reference = reference.where(F.col("model_version") == version)
     edges = drift.reference_edges(reference) if reference is not None else {}
     shared = [c for c in feature_columns(features) if c in edges]
     if not shared:

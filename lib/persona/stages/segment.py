@@ -285,8 +285,8 @@ def _stable_ids(ctx: StageContext, assigned: DataFrame, labels: list[int]) -> di
     """label → stable id: each label matched to a segment of the previous gold/user_segments
     (``segment.min_overlap``), the others numbered above every id in gold/segments."""
     lake = ctx.lake
-    previous = lake.read(SEGMENTS_TABLE) if lake.exists(SEGMENTS_TABLE) else None
-    catalogue = lake.read(CATALOGUE_TABLE) if lake.exists(CATALOGUE_TABLE) else None
+    previous = lake.read_if_exists(SEGMENTS_TABLE)
+    catalogue = lake.read_if_exists(CATALOGUE_TABLE)
     found = None if previous is None else overlap(
         previous, assigned.select("user_id", F.col("segment").alias("label")))
     ids = match_ids(found, labels, next_segment_id(catalogue, previous),
@@ -309,8 +309,7 @@ def _catalogue(ctx: StageContext, profiles: DataFrame, sizes: dict[int, int], ve
         profiles.where(~F.col("suppressed")).select(F.col("segment").alias("id"), "name"),
         "id", "left")
     lake = ctx.lake
-    catalogue = lake.read(CATALOGUE_TABLE) if lake.exists(CATALOGUE_TABLE) else None
-    changed = lake.upsert(catalogue_changes(catalogue, live, version, now), CATALOGUE_TABLE,
+    changed = lake.upsert(catalogue_changes(lake.read_if_exists(CATALOGUE_TABLE), live, version, now), CATALOGUE_TABLE,
                           "t.id = s.id")
     ctx.metric("catalogue_rows_changed", changed)
     names = lake.read(CATALOGUE_TABLE).select(F.col("id").alias("segment"),
