@@ -64,6 +64,16 @@ def test_reasons_name_the_threshold_crossed():
         "the models are 31 days old, more than retrain.max_age_days 30"]
 
 
+def test_share_changes_and_the_segments_that_moved_too_far():
+    # segment 2 vanished (0.3 -> 0), segment 3 is new, segment 1 moved 0.04: under 0.05
+    changes = drift.share_changes({1: 0.7, 2: 0.3}, {1: 0.74, 3: 0.26})
+    assert changes == pytest.approx({1: 0.04, 2: -0.3, 3: 0.26})
+    assert retrain_reasons(Measures(share_change=changes), Retrain()) == [
+        "the share of segment 2, 3 moved by more than retrain.max_share_change 0.05 (largest "
+        "-0.300)"]
+    assert retrain_reasons(Measures(share_change={1: 0.04}), Retrain()) == []
+
+
 def test_hundreds_of_columns_bin_without_falling_back_to_interpreted_code(spark):
     columns = [f"f{i}" for i in range(400)]
     df = spark.createDataFrame([tuple(float(i * r) for i in range(400)) for r in range(30)],

@@ -10,7 +10,8 @@ from pyspark.sql import functions as F
 from persona.cli import main
 from persona.lake.tables import Lake
 from persona.privacy.export import write_audience
-from persona.privacy.forget import AUDIT_TABLE, delta_tables, id_columns, pseudonyms_of
+from persona.privacy.audit import AUDIT_TABLE
+from persona.privacy.forget import delta_tables, id_columns, pseudonyms_of
 from persona.privacy.pseudonyms import Ids
 from tests.conftest import make_config
 from tests.test_cli import error_line

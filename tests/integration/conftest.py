@@ -164,7 +164,8 @@ def lake_settings(work: Path, data: Path, mlflow_uri: str, experiment: str,
                   registry: str = "persona") -> list[str]:
     """``--set`` values pointing conf/cluster.example.yaml at local test folders; models are
     registered as ``<registry>-encoder`` and ``<registry>-kmeans``."""
-    settings = [f"lake.root={work / 'lake'}", f"train.petastorm_cache={work / 'petastorm'}",
+    settings = [f"lake.root={work / 'lake'}", f"privacy.vault_root={work / 'lake-vault'}",
+                f"train.petastorm_cache={work / 'petastorm'}",
                 f"mlflow.tracking_uri={mlflow_uri}", f"mlflow.experiment={experiment}",
                 "mlflow.artifact_location=", f"registry.encoder={registry}-encoder",
                 f"registry.segments={registry}-kmeans"]

@@ -14,6 +14,7 @@ from persona.segmentation.metrics import CRITERIA
 
 # Values some keys choose from.
 SOURCE_FORMATS = ("csv", "json", "parquet", "delta")
+INGEST_MODES = ("incremental", "full")
 INPUT_FORMATS = ("parquet", "delta", "csv")
 INPUT_SCALES = ("standard", "none")
 GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "channel", "time",
@@ -54,6 +55,17 @@ class Spark:
     log_level: str = setting("ERROR", "Spark's log level")
     conf: dict[str, Any] = setting({}, "Spark settings (`spark.conf.<spark key>`), for what "
                                        "spark-submit left unset")
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+@dataclass
+class Ingest:
+    mode: Literal[INGEST_MODES] = setting(
+        "incremental", "incremental: append only the files that are new since the last ingest "
+                       "(a changed file or source setting rebuilds that source); full: rebuild "
+                       "bronze and quarantine from every file")
 
 
 # --------------------------------------------------------------------------- sources
@@ -446,6 +458,10 @@ class Retrain:
     max_drifted_share: float = setting(0.2, "retraining is due when more than this share of "
                                             "features drifted",
                                        check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
+    max_share_change: float = setting(0.05, "retraining is due when a segment's share of "
+                                            "users moved by more than this since its model "
+                                            "was fitted (0.05: five points)",
+                                      check=(lambda v: 0 <= v <= 1, "in [0, 1]"))
     max_age_days: Optional[int] = setting(None, "retraining is due when the models in use are "
                                                 "older than this (default: never for age)",
                                           minimum=1)
@@ -458,6 +474,7 @@ class Settings:
     lake: Lake = section(Lake, "the lake")
     spark: Spark = section(Spark, "the Spark session")
     sources: Sources = section(Sources, "raw input; only events is required")
+    ingest: Ingest = section(Ingest, "persona ingest")
     features: Features = section(Features, "per-user features")
     train: Train = section(Train, "the autoencoder and its Horovod training")
     segment: Segment = section(Segment, "segmentation")
@@ -467,7 +484,7 @@ class Settings:
     evaluate: Evaluate = section(Evaluate, "persona evaluate")
     report: Report = section(Report, "persona report")
     privacy: Privacy = section(Privacy, "pseudonymous ids, personal data, erasure, exports")
-    retrain: Retrain = section(Retrain, "when persona embed says retraining is due")
+    retrain: Retrain = section(Retrain, "when persona embed and segment say retraining is due")
     tags: dict[str, Tag] = setting({}, "profile tags (persona tag): one classifier per "
                                        "target, tags.<name>")
 

@@ -16,6 +16,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
+from persona.ingest.validation import BATCH
 
 SECONDS_PER_DAY = 86400.0
 # Hour-of-day buckets: name -> [start, end)
@@ -128,6 +129,16 @@ def time_profile(events: DataFrame) -> DataFrame:
     )
 
 
+def latest_profiles(users: DataFrame) -> DataFrame:
+    """One row per user of bronze/users: the one of the latest ingest batch (a user's
+    profile may be ingested again, changed); any one of a batch's duplicates."""
+    if BATCH not in users.columns:
+        return users.dropDuplicates(["user_id"])
+    order = Window.partitionBy("user_id").orderBy(F.desc(BATCH))
+    return (users.withColumn("__rank", F.row_number().over(order))
+            .where(F.col("__rank") == 1).drop("__rank"))
+
+
 def profile_attributes(users: DataFrame, categorical: dict[str, list[str]],
                        numeric: list[str]) -> DataFrame:
     """Numeric attributes (missing → population mean, with a flag) and one-hot levels.
@@ -136,7 +147,7 @@ def profile_attributes(users: DataFrame, categorical: dict[str, list[str]],
     ``_other`` and missing ones into ``_missing`` (a level of that name gets a suffix, see
     :func:`level_columns`).
     """
-    users = users.dropDuplicates(["user_id"])
+    users = latest_profiles(users)
     cols: list[Column] = [F.col("user_id")]
     for name in numeric:
         cols.append(F.col(name).cast("double").alias(f"attr_{name}"))

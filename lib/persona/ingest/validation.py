@@ -15,6 +15,7 @@ from persona.ingest.sources import DOUBLE, TIMESTAMP, SourceSpec
 REASON = "_reason"
 SOURCE_FILE = "_source_file"
 INGESTED_AT = "_ingested_at"
+BATCH = "_ingest_batch"  # the ingest batch that wrote the row (meta/ingest_batches)
 # Raw columns kept in bronze under the rest of their name (the keyed hash of a personal column).
 KEPT = "__kept_"
 
@@ -121,16 +122,17 @@ def validate(raw: DataFrame, spec: SourceSpec) -> DataFrame:
 
     kept = [c for c in raw.columns if c != SOURCE_FILE]
     canonical_cols = [value.alias(f"__{name}") for name, value in typed.items()]
-    names = raw_names(kept, (SOURCE_FILE, REASON, INGESTED_AT, *[f"__{n}" for n in typed]))
+    names = raw_names(kept, (SOURCE_FILE, REASON, INGESTED_AT, BATCH,
+                             *[f"__{n}" for n in typed]))
     raw_cols = [F.col(f"`{c}`").cast("string").alias(n) for c, n in zip(kept, names)]
     reason = F.coalesce(*reasons) if reasons else F.lit(None).cast("string")
     return raw.select(*raw_cols, *canonical_cols, F.col(SOURCE_FILE), reason.alias(REASON))
 
 
 def accepted(validated: DataFrame, spec: SourceSpec) -> DataFrame:
-    """The rows with no reason: canonical columns, kept raw columns, the source file and
-    ingest time."""
-    lineage = [c for c in (SOURCE_FILE, INGESTED_AT) if c in validated.columns]
+    """The rows with no reason: canonical columns, kept raw columns, the source file,
+    ingest time and batch."""
+    lineage = [c for c in (SOURCE_FILE, INGESTED_AT, BATCH) if c in validated.columns]
     kept = [F.col(f"`{c}`").alias(c[len(KEPT):]) for c in validated.columns
             if c.startswith(KEPT)]
     return validated.where(F.col(REASON).isNull()).select(

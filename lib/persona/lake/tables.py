@@ -15,6 +15,7 @@ WRITERS = {
     "gold/user_tags": "tag", "gold/tag_metrics": "tag",
     "gold/segment_quality": "evaluate", "meta/models": "train",
     "meta/drift_reference": "train", "gold/drift": "embed",
+    "meta/segment_reference": "segment",
 }
 # bronze/<source> and quarantine/<source>, one per configured source.
 LAYER_WRITERS = {"bronze": "ingest", "quarantine": "ingest"}

@@ -18,6 +18,11 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
+DRIFT_TABLE = "gold/drift"
+# Each segment's share and mean distance to its centre when its model was fitted.
+SEGMENT_REFERENCE_TABLE = "meta/segment_reference"
+DRIFT_COLUMNS = "run_id string, computed_at timestamp, kind string, name string, value double"
+
 # Quantile bins of the training distribution per feature.
 BINS = 10
 # Shares below this are taken as this: an empty bin would make PSI infinite.
@@ -96,3 +101,9 @@ def psi(ref: DataFrame, current: DataFrame) -> DataFrame:
     return joined.groupBy("name").agg(
         F.sum((F.col("c") - F.col("r")) * F.log(F.col("c") / F.col("r"))).alias("psi"))
 
+
+def share_changes(reference: dict[int, float], current: dict[int, float]) -> dict[int, float]:
+    """Each segment's share now minus its share at the fit (a segment on one side only has
+    share 0 on the other)."""
+    return {i: current.get(i, 0.0) - reference.get(i, 0.0)
+            for i in sorted(set(reference) | set(current))}

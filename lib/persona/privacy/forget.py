@@ -20,6 +20,7 @@ from pyspark.sql.types import (IntegerType, LongType, MapType, StringType, Struc
 from persona.config import Config
 from persona.errors import PersonaError, writing
 from persona.ingest.validation import safe_name
+from persona.privacy.audit import AUDIT_TABLE, VAULT
 from persona.privacy.export import EXPORTS, drop_users, hadoop_fs
 from persona.privacy.pseudonyms import Ids
 from persona.privacy.vault import IDENTITY_MAP, vault_root
@@ -28,11 +29,9 @@ from persona.stages.report import REPORT
 
 HELP = ("erase the users of an ids file from every table, from time travel (purge, vacuum) "
         "and from caches; recorded in meta/audit")
-AUDIT_TABLE = "meta/audit"
 PSEUDONYM = re.compile(r"^[0-9a-f]{64}$")
 # Columns that hold a user's id in any table; quarantine tables add their source's raw one.
 ID_COLUMNS = ("user_id", "pseudonym")
-VAULT = "vault:"
 RETENTION_CHECK = "spark.databricks.delta.retentionDurationCheck.enabled"
 LISTING = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 # One row per erasure (its time, "at", added when written): counts, never ids or who.

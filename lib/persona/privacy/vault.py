@@ -6,7 +6,6 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from persona.config import resolve_path
-from persona.errors import writing
 from persona.lake.tables import Lake
 
 IDENTITY_MAP = "identity_map"
@@ -24,12 +23,13 @@ def quarantine_lake(spark: SparkSession, config) -> Lake:
     return Lake(spark, vault_root(config) if pseudonymized else config.path_of("lake.root"))
 
 
-def write_identity_map(vault: Lake, source: str, pairs: DataFrame) -> None:
-    """Replace ``source``'s rows of <vault>/identity_map by ``pairs`` (user_id: the raw
-    id, pseudonym), one row per distinct raw id: a re-run leaves the same rows."""
+def write_identity_map(vault: Lake, source: str, pairs: DataFrame, replace: bool = True) -> None:
+    """Add ``pairs`` (user_id: the raw id, pseudonym) to ``source``'s rows of
+    <vault>/identity_map, one row per distinct raw id; with ``replace``, they replace the
+    source's rows. A re-run leaves the same rows."""
     rows = (pairs.where(F.col("user_id").isNotNull()).distinct()
             .select(F.lit(source).alias("source"), "user_id", "pseudonym"))
-    with writing(IDENTITY_MAP, vault.root):
-        (rows.write.format("delta").mode("overwrite")
-         .option("replaceWhere", f"source = '{source}'")
-         .save(vault.path(IDENTITY_MAP)))
+    if replace:
+        vault.replace_where(rows, IDENTITY_MAP, f"source = '{source}'")
+    else:
+        vault.upsert(rows, IDENTITY_MAP, "t.source = s.source AND t.user_id = s.user_id")

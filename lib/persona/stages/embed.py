@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 
 from persona.lake.catalog import MODELS_TABLE, current_encoder, load_encoder, promote_encoder
 from persona.monitoring import drift
+from persona.monitoring.drift import DRIFT_COLUMNS, DRIFT_TABLE
 from persona.monitoring.policy import Measures, retrain_reasons
 from persona.runtime.context import StageContext
 from persona.stages.features import FEATURES_TABLE, feature_columns
@@ -16,7 +17,6 @@ from persona.training.inference import encode
 
 HELP = "encode every user → gold/user_embeddings"
 EMBEDDINGS_TABLE = "gold/user_embeddings"
-DRIFT_TABLE = "gold/drift"
 
 
 def run(ctx: StageContext) -> None:
@@ -67,8 +67,7 @@ def _watch_drift(ctx: StageContext, version: str, features) -> None:
     rows.append(("features_drifted_share", "all", len(drifted) / len(values)))
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     ctx.lake.append(ctx.spark.createDataFrame(
-        [(ctx.run_id, now, kind, name, value) for kind, name, value in rows],
-        "run_id string, computed_at timestamp, kind string, name string, value double"),
+        [(ctx.run_id, now, kind, name, value) for kind, name, value in rows], DRIFT_COLUMNS),
         DRIFT_TABLE)
     worst = max(values, key=values.get)
     ctx.metric("drift.max_psi", values[worst])

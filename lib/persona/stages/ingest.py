@@ -5,17 +5,21 @@ is written, and quarantine/<source> (raw rows) is written to the vault, not the 
 from __future__ import annotations
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.utils import AnalysisException
 
 from persona.errors import PersonaError
 from persona.features.external import configured
 from persona.ingest.files import reading
+from persona.ingest.increments import (IngestLog, changed_files, list_files, new_files,
+                                       settings_digest, unreadable)
 from persona.ingest.sources import SourceSpec, configured_sources
-from persona.ingest.validation import INGESTED_AT, REASON, SOURCE_FILE, accepted, rejected, validate
+from persona.ingest.validation import (BATCH, INGESTED_AT, REASON, SOURCE_FILE, accepted,
+                                      rejected, validate)
 from persona.lake.tables import Lake
 from persona.privacy.columns import protect
+from persona.privacy.audit import VAULT, erased_rows
 from persona.privacy.keys import load_key
 from persona.privacy.pseudonyms import pseudonym_column
 from persona.privacy.vault import quarantine_lake, vault_root, write_identity_map
@@ -31,26 +35,91 @@ def enabled(config) -> bool:
     return not configured(config)
 
 
-def read_source(spark: SparkSession, spec: SourceSpec) -> DataFrame:
-    """The raw rows of one source with the file each came from; one clear error if unreadable."""
+def read_source(spark: SparkSession, spec: SourceSpec,
+                files: list[str] | None = None) -> DataFrame:
+    """The raw rows of one source (only ``files`` of it when given) with the file each came
+    from; one clear error if unreadable."""
     reader = spark.read.format(spec.format).options(**spec.options)
     try:
-        raw = reader.load(spec.path)
+        if not files or spec.format == "delta":  # an empty folder fails as it always did
+            raw = reader.load(spec.path)
+        else:
+            if is_folder(spark, spec.path):  # partition columns as a whole-folder read finds
+                reader = reader.option("basePath", spec.path)
+            raw = reader.load(files)
     except AnalysisException as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise PersonaError(f"sources.{spec.name}.path: cannot read {spec.path} as "
-                           f"{spec.format}: {first}") from None
+        raise unreadable(spec, exc) from None
     return raw.withColumn(SOURCE_FILE, F.input_file_name())
+
+
+def is_folder(spark: SparkSession, path: str) -> bool:
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.isDirectory(hadoop_path))
+
+
+def plan(ctx: StageContext, spec: SourceSpec, listed: DataFrame, log: IngestLog,
+         previous: Row | None, settings: str) -> tuple[str | None, DataFrame]:
+    """(why the source is rebuilt, or None for an increment; the files to read), after the
+    source's ``previous`` batch."""
+    if ctx.config.get("ingest.mode") == "full":
+        return "ingest.mode is full", listed
+    if previous is None or not ctx.lake.exists(f"bronze/{spec.name}"):
+        return "first ingest", listed
+    if previous["settings"] != settings:
+        return (f"sources.{spec.name} or the privacy settings changed since batch "
+                f"{previous['batch']}"), listed
+    taken = log.taken(spec.name)
+    changed = changed_files(listed, taken).orderBy("path").limit(1).collect()
+    if changed:
+        return f"{changed[0]['path']} changed since it was ingested", listed
+    return None, new_files(listed, taken)
 
 
 def ingest_source(ctx: StageContext, spec: SourceSpec, key: bytes | None,
                   quarantine_at: Lake) -> None:
-    """One source to bronze and quarantine; with a key and pseudonymization on, user ids
-    are pseudonyms (and, when asked, raw id -> pseudonym goes to the identity map)."""
+    """The new files of one source (every file on a rebuild) to bronze and quarantine, as
+    one batch; with a key and pseudonymization on, user ids are pseudonyms (and, when
+    asked, raw id -> pseudonym goes to the identity map)."""
     pseudonymized = bool(ctx.config.get("privacy.pseudonymize"))
+    log = IngestLog(ctx.lake)
+    settings = settings_digest(spec, pseudonymized, key)
+    listed = list_files(ctx.spark, spec).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        previous = log.last_batch(spec.name)
+        rebuild, files = plan(ctx, spec, listed, log, previous, settings)
+        paths = [r["path"] for r in files.select("path").collect()]
+        batch = previous["batch"] + 1 if previous else 1
+        if rebuild is None and not paths:
+            ctx.log.info("%s: no new files since batch %d: nothing to ingest", spec.name,
+                         previous["batch"])
+            ctx.metric(f"{spec.name}_rows_read", 0)
+            return
+        if rebuild:
+            ctx.log.info("%s: rebuilding bronze from %d file(s) (%s)", spec.name, len(paths),
+                         rebuild)
+        else:
+            ctx.log.info("%s: batch %d takes %d new file(s)", spec.name, batch, len(paths))
+        counts = write_batch(ctx, spec, key, quarantine_at, paths, batch, bool(rebuild))
+        log.record(spec.name, batch, bool(rebuild), files, {"files": len(paths), **counts},
+                   settings, ctx.run_id)
+    finally:
+        listed.unpersist()
+    if not rebuild:  # after a rebuild, the batch is the whole total
+        check_totals(ctx, spec, log, quarantine_at)
+
+
+def write_batch(ctx: StageContext, spec: SourceSpec, key: bytes | None, quarantine_at: Lake,
+                paths: list[str], batch: int, full: bool) -> dict[str, int]:
+    """Validate ``paths`` and write batch ``batch`` (the whole tables when ``full``); a
+    re-run of the same batch replaces its rows. Returns its row counts, reconciled."""
+    pseudonymized = bool(ctx.config.get("privacy.pseudonymize"))
+    bronze_table, quarantine_table = f"bronze/{spec.name}", f"quarantine/{spec.name}"
     with reading(ctx.spark, spec):
-        raw = protect(read_source(ctx.spark, spec), spec, key, pseudonymized)
-        validated = validate(raw, spec).withColumn(INGESTED_AT, F.current_timestamp())
+        raw = protect(read_source(ctx.spark, spec, paths), spec, key, pseudonymized)
+        validated = (validate(raw, spec).withColumn(INGESTED_AT, F.current_timestamp())
+                     .withColumn(BATCH, F.lit(batch)))
         if pseudonymized:
             validated = (validated.withColumn(RAW_ID, F.col("__user_id"))
                          .withColumn("__user_id", pseudonym_column(F.col("__user_id"), key)))
@@ -58,18 +127,23 @@ def ingest_source(ctx: StageContext, spec: SourceSpec, key: bytes | None,
         try:
             read = validated.count()
             ctx.log.info("%s: read %d rows from %s", spec.name, read, spec.path)
-            ctx.lake.overwrite(accepted(validated, spec), f"bronze/{spec.name}")
-            quarantine_at.overwrite(rejected(validated), f"quarantine/{spec.name}")
+            batch_rows = f"{BATCH} = {batch}"
+            for lake, table, rows in ((ctx.lake, bronze_table, accepted(validated, spec)),
+                                      (quarantine_at, quarantine_table, rejected(validated))):
+                if full:
+                    lake.overwrite(rows, table)
+                else:
+                    lake.replace_where(rows, table, batch_rows)
             if pseudonymized and ctx.config.get("privacy.identity_map"):
-                write_identity_map(quarantine_at, spec.name, validated.where(
-                    F.col(REASON).isNull()).select(F.col(RAW_ID).alias("user_id"),
-                                                   F.col("__user_id").alias("pseudonym")))
+                pairs = validated.where(F.col(REASON).isNull()).select(
+                    F.col(RAW_ID).alias("user_id"), F.col("__user_id").alias("pseudonym"))
+                write_identity_map(quarantine_at, spec.name, pairs, replace=full)
             reasons = {r[REASON]: r["count"] for r in validated.where(
                 F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
         finally:
             validated.unpersist()
-    bronze = ctx.lake.read(f"bronze/{spec.name}").count()
-    quarantine = quarantine_at.read(f"quarantine/{spec.name}").count()
+    bronze, quarantine = (_rows(lake.read(table), None if full else batch) for lake, table in
+                          ((ctx.lake, bronze_table), (quarantine_at, quarantine_table)))
     ctx.metric(f"{spec.name}_rows_read", read)
     ctx.metric(f"{spec.name}_rows_bronze", bronze)
     ctx.metric(f"{spec.name}_rows_quarantine", quarantine)
@@ -86,7 +160,36 @@ def ingest_source(ctx: StageContext, spec: SourceSpec, key: bytes | None,
         raise PersonaError(f"sources.{spec.name}: every row was rejected (most often "
                            f"'{reason}', {count} of {read}): check sources.{spec.name}.columns "
                            f"and its formats; the rows are in "
-                           f"{quarantine_at.path(f'quarantine/{spec.name}')}")
+                           f"{quarantine_at.path(quarantine_table)}")
+    return {"read": read, "bronze": bronze, "quarantine": quarantine}
+
+
+def _rows(table: DataFrame, batch: int | None) -> int:
+    """The rows of ``batch`` in ``table``, or all of them (which Delta counts from its log)."""
+    return (table if batch is None else table.where(F.col(BATCH) == batch)).count()
+
+
+def check_totals(ctx: StageContext, spec: SourceSpec, log: IngestLog,
+                 quarantine_at: Lake) -> None:
+    """Rows read by the batches since the last rebuild = rows in bronze + quarantine, plus
+    those persona forget erased since."""
+    totals = log.totals(spec.name)
+    since = F.col(BATCH) >= totals["since"]
+    bronze = ctx.lake.read(f"bronze/{spec.name}").where(since).count()
+    quarantine = quarantine_at.read(f"quarantine/{spec.name}").where(since).count()
+    erased = erased_rows(ctx.lake, [f"bronze/{spec.name}", f"quarantine/{spec.name}",
+                                    f"{VAULT}quarantine/{spec.name}"], totals["at"])
+    ctx.metric(f"{spec.name}_total_rows_read", totals["rows_read"])
+    ctx.metric(f"{spec.name}_total_rows_bronze", bronze)
+    ctx.metric(f"{spec.name}_total_rows_quarantine", quarantine)
+    ctx.log.info("%s: %d rows read by %d batch(es) since batch %d; %d in bronze, %d in "
+                 "quarantine%s", spec.name, totals["rows_read"], totals["batches"],
+                 totals["since"], bronze, quarantine,
+                 f", {erased} erased by persona forget" if erased else "")
+    if bronze + quarantine + erased != totals["rows_read"]:
+        raise PersonaError(f"sources.{spec.name}: row accounting failed over batches "
+                           f"{totals['since']}-: read {totals['rows_read']}, bronze {bronze} + "
+                           f"quarantine {quarantine} + erased {erased}")
 
 
 def run(ctx: StageContext) -> None:

@@ -20,6 +20,9 @@ from persona.errors import PersonaError
 from persona.lake.catalog import (ENCODER_ARTIFACT, current_encoder, list_model, load_encoder,
                                   load_kmeans, register_segments, save_encoder)
 from persona.lake.versions import content_version
+from persona.monitoring import drift
+from persona.monitoring.drift import DRIFT_COLUMNS, DRIFT_TABLE, SEGMENT_REFERENCE_TABLE
+from persona.monitoring.policy import Measures, retrain_reasons
 from persona.privacy.suppression import MIN_SIZE, note, suppressed
 from persona.runtime.context import StageContext
 from persona.segmentation.dec import METHODS as REFINEMENTS
@@ -342,6 +345,45 @@ def _history(ctx: StageContext, segments: DataFrame, now: datetime) -> None:
             FLOWS_TABLE)
 
 
+def _watch_segments(ctx: StageContext, version: str, sizes: dict[int, int],
+                    distances: dict[int, float], fitted: bool, now: datetime) -> None:
+    """Each segment's share and mean distance to its centre: kept as the reference of a
+    model fitted now; for a model fitted before (``segment.model_uri``), the share changes
+    against its reference go with the distances to gold/drift and MLflow, and say whether
+    retraining is due (``retrain.max_share_change``)."""
+    users = sum(sizes.values())
+    shares = {i: n / users for i, n in sizes.items()}
+    rows = [("segment_mean_distance", str(i), float(d)) for i, d in sorted(distances.items())]
+    if fitted:
+        reference = ctx.spark.createDataFrame(
+            [(version, i, shares[i], float(distances[i])) for i in sorted(shares)],
+            "model_version string, segment int, share double, mean_distance double")
+        ctx.lake.replace_where(reference, SEGMENT_REFERENCE_TABLE,
+                               f"model_version = '{version}'")
+    else:
+        stored = ctx.lake.read_if_exists(SEGMENT_REFERENCE_TABLE)
+        before = {} if stored is None else {
+            r["segment"]: r["share"]
+            for r in stored.where(F.col("model_version") == version).collect()}
+        if not before:
+            ctx.log.info("no reference shares for segment model %s: share drift not measured",
+                         version)
+        else:
+            changes = drift.share_changes(before, shares)
+            rows += [("segment_share_change", str(i), v) for i, v in changes.items()]
+            worst = max(changes, key=lambda i: abs(changes[i]))
+            ctx.metric("drift.max_share_change", abs(changes[worst]))
+            ctx.log.info("segment shares against the fit of %s: largest change %+.3f "
+                         "(segment %d)", version, changes[worst], worst)
+            reasons = retrain_reasons(Measures(share_change=changes), ctx.config.get("retrain"))
+            mlflow.set_tag("retrain_due", str(bool(reasons)).lower())
+            for reason in reasons:
+                ctx.log.info("retraining due: %s", reason)
+    ctx.lake.append(ctx.spark.createDataFrame(
+        [(ctx.run_id, now, kind, name, value) for kind, name, value in rows], DRIFT_COLUMNS),
+        DRIFT_TABLE)
+
+
 def run(ctx: StageContext) -> None:
     method = segment_method(ctx.config)
     manifold = manifold_method(ctx.config)
@@ -377,6 +419,8 @@ def run(ctx: StageContext) -> None:
         check_segments(label, segmenter.k, sizes)
         ids = _stable_ids(ctx, assigned, sorted(sizes))
         sizes = {ids[s]: n for s, n in sizes.items()}
+        distances = {ids[r["segment"]]: r["distance"] for r in assigned.groupBy("segment")
+                     .agg(F.avg("distance").alias("distance")).collect()}
         centers = model.centers.tolist()
         version = content_version([encoder, centers, [ids[s] for s in sorted(ids)]])
         now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -394,6 +438,8 @@ def run(ctx: StageContext) -> None:
     profiles = _catalogue(ctx, _profiles(ctx, segments, version), sizes, version, now)
     ctx.lake.overwrite(profiles, PROFILES_TABLE)
     _history(ctx, segments, now)
+    _watch_segments(ctx, version, sizes, distances, fitted=not ctx.config.get("segment.model_uri"),
+                    now=now)
 
     ctx.metric("k", len(sizes))
     ctx.metric("users", users)

@@ -90,7 +90,7 @@ def _declared_attributes(ctx: StageContext) -> list[str]:
 
 
 def _attribute_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> Dataset:
-    users = ctx.lake.read("bronze/users")
+    users = fx.latest_profiles(ctx.lake.read("bronze/users"))
     if spec.attribute not in users.columns:
         raise PersonaError(f"tags.{spec.name}.attribute: bronze/users has no column "
                            f"{spec.attribute!r} (declare it under sources.users.attributes)")
