@@ -79,6 +79,15 @@ SECTIONS = {
         "([privacy.md](privacy.md#what-it-does-not-cover)).",
         ".venv/bin/python benchmarks/privacy.py --users 20000 --set "
         "train.sequence_encoder=dense"),
+    "replay": (
+        "Day by day: incremental ingest (Online Retail)",
+        "The days of Online Retail before a start date are ingested at once; then each "
+        "following day's file lands and `persona ingest` runs with the shipped "
+        "`ingest.mode: incremental`: its wall time and the rows it read, beside a rebuild of "
+        "the same lake from every file (`ingest.mode: full`) and a run with nothing new "
+        "(whose tables must keep their Delta versions). Only ingest is replayed: features, "
+        "embeddings and segments are not brought forward incrementally.",
+        ".venv/bin/python benchmarks/replay.py --start 2011-11-21 --days 10"),
 }
 
 HEADER = """# Results

@@ -113,6 +113,19 @@ def test_only_new_files_are_read_and_a_rerun_is_a_no_op(spark, landing):
         .count() == 1
 
 
+def test_a_new_file_may_bring_a_new_column(spark, landing):
+    folder, config, lake, vault = landing
+    run_single("ingest", config)
+    (folder / "day3.csv").write_text(HEADER.strip() + ",coupon\n"
+                                     "u5,2026-01-03 10:00:00,buy,4,SPRING\n"
+                                     "u6,2026-01-03 11:00:00,buy,x,WINTER\n")
+    third = run_single("ingest", config)
+    assert (third["events_rows_bronze"], third["events_rows_quarantine"]) == (1, 1)
+    quarantine = vault.read("quarantine/events")
+    assert "coupon" in quarantine.columns
+    assert [r.coupon for r in quarantine.orderBy("_ingest_batch").collect()] == [None, "WINTER"]
+
+
 def test_a_changed_file_or_setting_rebuilds_the_source(spark, landing):
     folder, config, lake, vault = landing
     run_single("ingest", config)

@@ -75,8 +75,9 @@ class Lake:
 
     def replace_where(self, df: DataFrame, table: str, condition: str) -> None:
         """Replace the rows matching the SQL ``condition`` with ``df`` (whose rows all match
-        it), creating the table if needed: re-runs give the same table."""
-        writer = df.write.format("delta").mode("overwrite")
+        it), creating the table if needed: re-runs give the same table. Columns new in
+        ``df`` are added to the table (null in its other rows)."""
+        writer = df.write.format("delta").mode("overwrite").option("mergeSchema", "true")
         if self.exists(table):
             writer = writer.option("replaceWhere", condition)
         with writing(table, self.root):

@@ -53,6 +53,7 @@ def read_source(spark: SparkSession, spec: SourceSpec,
 
 
 def is_folder(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` is a folder (of any file system Hadoop reads)."""
     jvm = spark.sparkContext._jvm
     hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
     fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
