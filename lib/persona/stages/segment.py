@@ -18,7 +18,8 @@ from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, Map
 
 from persona.errors import PersonaError
 from persona.lake.catalog import (ENCODER_ARTIFACT, current_encoder, list_model, load_encoder,
-                                  load_kmeans, register_segments, save_encoder)
+                                  load_kmeans, model_version, register_segments,
+                                  save_encoder)
 from persona.lake.versions import content_version
 from persona.monitoring import drift
 from persona.monitoring.drift import DRIFT_COLUMNS, DRIFT_TABLE, SEGMENT_REFERENCE_TABLE
@@ -171,18 +172,36 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
 
 
 def _segment_model(ctx: StageContext, space: DataFrame, users: int, segmenter: Segmenter,
-                   sample: np.ndarray | None) -> tuple[Segmenter, Segments]:
-    """The registered K-Means model of ``segment.model_uri`` (no fitting), else a new fit."""
+                   sample: np.ndarray | None) -> tuple[Segmenter, Segments, dict | None]:
+    """The registered K-Means model of ``segment.model_uri`` (no fitting) with the segment id
+    of each of its labels as its fit recorded them, else a new fit (ids still to match)."""
     uri = ctx.config.get("segment.model_uri")
     if not uri:
-        return fit_segments(ctx, space, users, _k_candidates(ctx, users), segmenter, sample)
+        fitted = fit_segments(ctx, space, users, _k_candidates(ctx, users), segmenter, sample)
+        return (*fitted, None)
     model = MllibKMeans(load_kmeans(uri))
     dims = space.select(F.size("embedding")).first()[0]
     if model.centers.shape[1] != dims:
         raise PersonaError(f"segment.model_uri: {uri} has {model.centers.shape[1]}-dimensional "
                            f"centres, the embeddings have {dims} dimensions")
     ctx.log.info("assigning segments with %s (k=%d) instead of fitting", uri, model.k)
-    return replace(segmenter, k=model.k), model
+    return replace(segmenter, k=model.k), model, _registered_ids(ctx, uri, model.k)
+
+
+def _registered_ids(ctx: StageContext, uri: str, k: int) -> dict[int, int] | None:
+    """label → segment id as recorded by the segment run that registered ``uri``; None for a
+    model registered without that record (its labels are then matched like a new fit)."""
+    run_id = model_version(uri).run_id
+    try:
+        record = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SEGMENTER_ARTIFACT}")
+    except Exception:  # MLflow raises several types for a missing run or artifact
+        return None
+    ids = {int(label): int(i) for label, i in record.get("ids", {}).items()}
+    if sorted(ids) != list(range(k)):
+        return None
+    ctx.log.info("segment ids of %s (label → id): %s", uri,
+             ", ".join(f"{label} → {i}" for label, i in sorted(ids.items())))
+    return ids
 
 
 def _check_methods(ctx: StageContext, method: str, manifold: str) -> None:
@@ -406,7 +425,7 @@ def run(ctx: StageContext) -> None:
     space = with_vector(space).persist(StorageLevel.MEMORY_AND_DISK)
     refined = assigned = None
     try:
-        segmenter, model = _segment_model(ctx, space, users, segmenter, sample)
+        segmenter, model, registered = _segment_model(ctx, space, users, segmenter, sample)
         start = model
         if method in REFINEMENTS:
             refined, model, encoder = _refine(ctx, method, model, encoder)
@@ -417,7 +436,7 @@ def run(ctx: StageContext) -> None:
         label = f"segment.method={method}" + (
             f" on segment.manifold={manifold}" if manifold != "none" else "")
         check_segments(label, segmenter.k, sizes)
-        ids = _stable_ids(ctx, assigned, sorted(sizes))
+        ids = registered or _stable_ids(ctx, assigned, sorted(sizes))
         sizes = {ids[s]: n for s, n in sizes.items()}
         distances = {ids[r["segment"]]: r["distance"] for r in assigned.groupBy("segment")
                      .agg(F.avg("distance").alias("distance")).collect()}
