@@ -13,7 +13,7 @@ HOROVOD_ENV := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI
 DEMO_USERS ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: env demo test test-fast docs mlflow-ui retail clean distclean help
+.PHONY: env demo test test-fast docs mlflow-ui retail bench clean distclean help
 
 help:
 	@echo "make demo       generate data with planted segments and run the whole pipeline"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-fast  the unit tier only (pure functions on tiny data)"
 	@echo "make docs       regenerate docs/configuration.md from the configuration schema"
 	@echo "make retail     run the pipeline on the Online Retail data set"
+	@echo "make bench      every stage at 10k and 100k generated users beside plain Spark and DuckDB"
 	@echo "make mlflow-ui  open the MLflow UI on the local runs (http://127.0.0.1:5000)"
 	@echo "make package    dist/: wheel, zip for --py-files, jobs and conf for a cluster"
 	@echo "make airflow    Airflow in its own virtualenv (.venv-airflow)"
@@ -54,6 +55,11 @@ demo: $(STAMP)
 
 retail: $(STAMP)
 	$(BIN)/persona run --conf conf/online_retail.yaml
+
+# BENCH_USERS=10000,100000,1000000 adds a million users (about 40M events).
+BENCH_USERS ?= 10000,100000
+bench: $(STAMP)
+	$(BIN)/python benchmarks/scale.py --users $(BENCH_USERS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/integration $(PYTEST_ARGS)

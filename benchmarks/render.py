@@ -88,6 +88,19 @@ SECTIONS = {
         "(whose tables must keep their Delta versions). Only ingest is replayed: features, "
         "embeddings and segments are not brought forward incrementally.",
         ".venv/bin/python benchmarks/replay.py --start 2011-11-21 --days 10"),
+    "scale": (
+        "Scale: every stage against plain Spark and DuckDB",
+        "`persona generate` at each number of users, then in one Spark session on this "
+        "machine: a plain one-pass Spark aggregation over the raw event CSV (one "
+        "`groupBy(user_id)`: event count, recency, sessions, spend, the shares of the 12 "
+        "most frequent event types and categories, four day-part shares, the weekend share; "
+        "to parquet), DuckDB on the same query, and every stage of `persona run` with the "
+        "shipped configuration, features also with only the groups of the same kind "
+        "(behaviour, event_mix, category, time). Events per second of ingest + features "
+        "against the references, wall time of every step and its growth exponent between "
+        "the two largest sizes, the peak resident memory of the driver's Python process and "
+        "JVM, and the code-generation fallbacks Spark logged during features.",
+        "make bench  # .venv/bin/python benchmarks/scale.py --users 10000,100000"),
 }
 
 HEADER = """# Results
