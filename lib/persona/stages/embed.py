@@ -8,8 +8,8 @@ from pyspark.sql import functions as F
 
 from persona.lake.catalog import MODELS_TABLE, current_encoder, load_encoder, promote_encoder
 from persona.monitoring import drift
-from persona.monitoring.drift import DRIFT_COLUMNS, DRIFT_TABLE
 from persona.monitoring.policy import Measures, retrain_reasons
+from persona.monitoring.record import announce, record_drift
 from persona.runtime.context import StageContext
 from persona.stages.features import FEATURES_TABLE, feature_columns
 from persona.stages.train import DRIFT_REFERENCE_TABLE
@@ -66,19 +66,14 @@ def _watch_drift(ctx: StageContext, version: str, features) -> None:
     rows = [("feature_psi", n, float(v)) for n, v in sorted(values.items())]
     rows.append(("features_drifted_share", "all", len(drifted) / len(values)))
     now = datetime.now(timezone.utc).replace(tzinfo=None)
-    ctx.lake.append(ctx.spark.createDataFrame(
-        [(ctx.run_id, now, kind, name, value) for kind, name, value in rows], DRIFT_COLUMNS),
-        DRIFT_TABLE)
+    record_drift(ctx, rows, now)
     worst = max(values, key=values.get)
     ctx.metric("drift.max_psi", values[worst])
     ctx.metric("drift.features_drifted", len(drifted))
     ctx.log.info("drift against encoder %s's training data: %d of %d features with PSI > %g "
                  "(largest %.3f, %s)", version, len(drifted), len(values), retrain.max_psi,
                  values[worst], worst)
-    reasons = retrain_reasons(measures, retrain)
-    mlflow.set_tag("retrain_due", str(bool(reasons)).lower())
-    for reason in reasons:
-        ctx.log.info("retraining due: %s", reason)
+    announce(ctx, retrain_reasons(measures, retrain))
 
 
 def _age_days(ctx: StageContext, version: str) -> float | None:

@@ -22,8 +22,9 @@ from persona.lake.catalog import (ENCODER_ARTIFACT, current_encoder, list_model,
                                   save_encoder)
 from persona.lake.versions import content_version
 from persona.monitoring import drift
-from persona.monitoring.drift import DRIFT_COLUMNS, DRIFT_TABLE, SEGMENT_REFERENCE_TABLE
+from persona.monitoring.drift import SEGMENT_REFERENCE_TABLE
 from persona.monitoring.policy import Measures, retrain_reasons
+from persona.monitoring.record import announce, record_drift
 from persona.privacy.suppression import MIN_SIZE, note, suppressed
 from persona.runtime.context import StageContext
 from persona.segmentation.dec import METHODS as REFINEMENTS
@@ -394,13 +395,9 @@ def _watch_segments(ctx: StageContext, version: str, sizes: dict[int, int],
             ctx.metric("drift.max_share_change", abs(changes[worst]))
             ctx.log.info("segment shares against the fit of %s: largest change %+.3f "
                          "(segment %d)", version, changes[worst], worst)
-            reasons = retrain_reasons(Measures(share_change=changes), ctx.config.get("retrain"))
-            mlflow.set_tag("retrain_due", str(bool(reasons)).lower())
-            for reason in reasons:
-                ctx.log.info("retraining due: %s", reason)
-    ctx.lake.append(ctx.spark.createDataFrame(
-        [(ctx.run_id, now, kind, name, value) for kind, name, value in rows], DRIFT_COLUMNS),
-        DRIFT_TABLE)
+            announce(ctx, retrain_reasons(Measures(share_change=changes),
+                                          ctx.config.get("retrain")))
+    record_drift(ctx, rows, now)
 
 
 def run(ctx: StageContext) -> None:
