@@ -212,7 +212,8 @@ def register_segments(config, model, uri: str | None = None) -> str:
 
 
 def load_kmeans(uri: str):
-    """The MLlib KMeansModel registered at ``uri`` (``models:/NAME@ALIAS`` or ``/VERSION``)."""
+    """The MLlib KMeansModel registered at ``uri`` (``models:/NAME@ALIAS`` or ``/VERSION``),
+    and the registry entry it was loaded from."""
     import mlflow.spark
     from pyspark.ml.clustering import KMeansModel
 
@@ -225,4 +226,4 @@ def load_kmeans(uri: str):
     stages = getattr(loaded, "stages", [loaded])
     if len(stages) != 1 or not isinstance(stages[0], KMeansModel):
         raise PersonaError(f"{uri} is not a K-Means model: {stages}")
-    return stages[0]
+    return stages[0], version

@@ -18,8 +18,7 @@ from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, Map
 
 from persona.errors import PersonaError
 from persona.lake.catalog import (ENCODER_ARTIFACT, current_encoder, list_model, load_encoder,
-                                  load_kmeans, model_version, register_segments,
-                                  save_encoder)
+                                  load_kmeans, register_segments, save_encoder)
 from persona.lake.versions import content_version
 from persona.monitoring import drift
 from persona.monitoring.drift import SEGMENT_REFERENCE_TABLE
@@ -180,19 +179,20 @@ def _segment_model(ctx: StageContext, space: DataFrame, users: int, segmenter: S
     if not uri:
         fitted = fit_segments(ctx, space, users, _k_candidates(ctx, users), segmenter, sample)
         return (*fitted, None)
-    model = MllibKMeans(load_kmeans(uri))
+    loaded, entry = load_kmeans(uri)
+    model = MllibKMeans(loaded)
     dims = space.select(F.size("embedding")).first()[0]
     if model.centers.shape[1] != dims:
         raise PersonaError(f"segment.model_uri: {uri} has {model.centers.shape[1]}-dimensional "
                            f"centres, the embeddings have {dims} dimensions")
     ctx.log.info("assigning segments with %s (k=%d) instead of fitting", uri, model.k)
-    return replace(segmenter, k=model.k), model, _registered_ids(ctx, uri, model.k)
+    return replace(segmenter, k=model.k), model, _registered_ids(ctx, uri, entry.run_id, model.k)
 
 
-def _registered_ids(ctx: StageContext, uri: str, k: int) -> dict[int, int] | None:
-    """label → segment id as recorded by the segment run that registered ``uri``; None for a
-    model registered without that record (its labels are then matched like a new fit)."""
-    run_id = model_version(uri).run_id
+def _registered_ids(ctx: StageContext, uri: str, run_id: str, k: int) -> dict[int, int] | None:
+    """label → segment id as recorded by ``run_id``, the segment run that registered ``uri``;
+    None for a model registered without that record (its labels are then matched like a
+    new fit)."""
     try:
         record = mlflow.artifacts.load_dict(f"runs:/{run_id}/{SEGMENTER_ARTIFACT}")
     except Exception:  # MLflow raises several types for a missing run or artifact
@@ -332,8 +332,8 @@ def _catalogue(ctx: StageContext, profiles: DataFrame, sizes: dict[int, int], ve
         profiles.where(~F.col("suppressed")).select(F.col("segment").alias("id"), "name"),
         "id", "left")
     lake = ctx.lake
-    changed = lake.upsert(catalogue_changes(lake.read_if_exists(CATALOGUE_TABLE), live, version, now), CATALOGUE_TABLE,
-                          "t.id = s.id")
+    changes = catalogue_changes(lake.read_if_exists(CATALOGUE_TABLE), live, version, now)
+    changed = lake.upsert(changes, CATALOGUE_TABLE, "t.id = s.id")
     ctx.metric("catalogue_rows_changed", changed)
     names = lake.read(CATALOGUE_TABLE).select(F.col("id").alias("segment"),
                                               F.col("name").alias("_kept"))
