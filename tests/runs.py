@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import yaml
@@ -38,9 +39,28 @@ class Run:
     results: dict  # run_pipeline's result: each stage's metrics
     report: dict  # the report stage's metrics
     data: str  # the generated data folder (truth.csv)
+    launches: list  # the per-rank function of each Horovod job the pipeline started
 
 
 _BUILT: dict[str, Run] = {}
+
+
+@contextmanager
+def horovod_launches():
+    """The names of the per-rank functions of the Horovod jobs started in the block."""
+    import horovod.spark
+
+    launches, start = [], horovod.spark.run
+
+    def counted(fn, *args, **kwargs):
+        launches.append(fn.__name__)
+        return start(fn, *args, **kwargs)
+
+    horovod.spark.run = counted
+    try:
+        yield launches
+    finally:
+        horovod.spark.run = start
 
 
 def generated_run(spark, tmp_path_factory) -> Run:
@@ -59,10 +79,11 @@ def generated_run(spark, tmp_path_factory) -> Run:
         config.set("train.epochs", local["train"]["epochs"])
         config.set("train.hidden", local["train"]["hidden"])
         config.set("privacy.min_segment_size", 1)  # every segment in profiles and report
-        results = run_pipeline(config)
+        with horovod_launches() as launches:
+            results = run_pipeline(config)
         report = run_single("report", config)
         _BUILT["run"] = Run(config, Lake(spark, config.path_of("lake.root")), counts, results,
-                            report, data)
+                            report, data, launches)
     return _BUILT["run"]
 
 

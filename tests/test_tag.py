@@ -248,6 +248,16 @@ def test_tag_models_and_metrics_are_in_mlflow(portrait):
     assert len(history) >= run.data.metrics["churn.best_epoch"]
 
 
+def test_one_horovod_job_trains_every_tag(spark, tmp_path_factory):
+    """The pipeline starts Horovod once to train the autoencoder and once for both tags,
+    whose DNNs each kept an epoch of their own."""
+    run = generated_run(spark, tmp_path_factory)
+    assert run.launches.count("_train_ranks") == 1
+    assert run.launches.count("_train_rank") == 1
+    for name in TAGS:
+        assert run.results["tag"][f"{name}.best_epoch"] >= 1
+
+
 # Phrases the planted behaviour of each generated segment should bring into its name.
 PLANTED = {
     "bargain hunters": {"evening", "fashion", "beauty", "low spend", "small baskets"},

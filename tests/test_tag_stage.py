@@ -69,3 +69,37 @@ def test_tag_source_missing_without_imported_features_is_one_error_line(spark, t
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines[-1] == (f"persona: error: table bronze/users not found under "
                          f"lake.root={lake.root}: run `persona ingest` first")
+
+
+def test_features_at_a_cutoff_are_built_once_for_the_tags_that_share_it(spark, monkeypatch):
+    """Two behaviour tags with the same cutoff reuse one set of point-in-time features; a
+    third cutoff builds its own."""
+    from types import SimpleNamespace
+    from datetime import datetime
+
+    from persona.stages import tag
+
+    events = spark.createDataFrame([("u1", datetime(2025, 1, 1), 2.0),
+                                    ("u2", datetime(2025, 2, 1), 3.0)],
+                                   ["user_id", "event_time", "amount"])
+    built = []
+
+    def build_groups(ctx, before, cutoff):
+        built.append(cutoff)
+        return {"behaviour": before.groupBy("user_id").agg({"amount": "sum"})
+                .withColumnRenamed("sum(amount)", "spend")}
+
+    monkeypatch.setattr(tag, "build_groups", build_groups)
+    ctx = SimpleNamespace(lake=SimpleNamespace(read=lambda name: events),
+                          config=make_config("/tmp"), log=logging.getLogger("persona.tag"))
+    histories = tag.Histories(ctx)
+    march, april = datetime(2025, 3, 1), datetime(2025, 4, 1)
+    try:
+        first, second = histories.at(march), histories.at(march)
+        histories.at(april)
+        assert first is second
+        assert built == [march, april]
+        assert {r["user_id"]: r["spend"] for r in first.collect()} == {"u1": 2.0, "u2": 3.0}
+        assert histories.span()["last"] == datetime(2025, 2, 1)
+    finally:
+        histories.release()

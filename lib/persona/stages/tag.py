@@ -2,10 +2,11 @@
 
 Each target under ``tags.<name>`` (see :mod:`persona.tags.spec`) is a user attribute
 known for some users, or a label from behaviour after a cut-off date learned from
-point-in-time features computed before it. Per tag, a DNN trained by Horovod ranks and a
-Spark MLlib logistic regression are fitted on the same split by user; the decision
-threshold of a binary tag is chosen on the validation users; both models and the
-majority class are evaluated on the held-out test users. The better of the two models
+point-in-time features computed before it (once per cut-off, shared by the tags that have
+it). Per tag, a DNN and a Spark MLlib logistic regression are fitted on the same split by
+user; one Horovod job trains every tag's DNN. The decision threshold of a binary tag is
+chosen on the validation users; both models and the majority class are evaluated on the
+held-out test users. The better of the two models
 on the validation users (:mod:`persona.tags.shipping`) tags every user and is saved.
 
 gold/user_tags has one row per user and tag: user_id, tag, value, probability (of that
@@ -42,7 +43,8 @@ from persona.stages.features import FEATURES_TABLE, build_groups, feature_column
 from persona.stages.train import petastorm_cache_url
 from persona.tags import labels as tx
 from persona.tags import shipping
-from persona.tags.classifier import ClassifierSpec, train_classifier, validation_arrays
+from persona.tags.classifier import (ClassifierJob, ClassifierResult, ClassifierSpec,
+                                     train_classifiers, validation_arrays)
 from persona.config.schema import TAG_INPUTS as INPUTS
 from persona.tags.spec import TagSpec, tag_specs
 from persona.timestamps import parse_timestamp
@@ -107,11 +109,53 @@ def _attribute_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> D
                    columns)
 
 
-def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> Dataset:
-    events = ctx.lake.read("bronze/events")
+class Histories:
+    """Point-in-time features, fused, per cutoff: computed once for every behaviour tag
+    that shares a cutoff, kept until :meth:`release`."""
+
+    def __init__(self, ctx: StageContext):
+        self.ctx = ctx
+        self._events = self._span = None
+        self._fused: dict[dt.datetime, DataFrame] = {}
+
+    @property
+    def events(self) -> DataFrame:
+        """bronze/events, read when a behaviour tag first needs it."""
+        if self._events is None:
+            self._events = self.ctx.lake.read("bronze/events")
+        return self._events
+
+    def span(self):
+        """The first and last event time in bronze."""
+        if self._span is None:
+            self._span = self.events.agg(F.min("event_time").alias("first"),
+                                         F.max("event_time").alias("last")).first()
+        return self._span
+
+    def at(self, cutoff: dt.datetime) -> DataFrame:
+        """Every user's features from the events up to ``cutoff``, fused and imputed."""
+        if cutoff not in self._fused:
+            before = self.events.where(F.col("event_time") <= F.lit(cutoff))
+            groups = build_groups(self.ctx, before, cutoff)
+            for name in ("text", "items"):  # fitted anew: their axes are not silver's
+                if groups.pop(name, None) is not None:
+                    self.ctx.log.info("tags at cutoff %s: %s group left out: refitted at the "
+                                      "cutoff, its dimensions would not mean what they mean "
+                                      "in %s", cutoff, name, FEATURES_TABLE)
+            base, *rest = groups.values()
+            fused = fx.fuse(base, rest, impute_method(self.ctx.config))
+            self._fused[cutoff] = fused.persist(StorageLevel.MEMORY_AND_DISK)
+        return self._fused[cutoff]
+
+    def release(self) -> None:
+        for frame in self._fused.values():
+            frame.unpersist()
+
+
+def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame,
+                       histories: Histories) -> Dataset:
     cutoff = _timestamp(ctx, spec)
-    span = events.agg(F.min("event_time").alias("first"),
-                      F.max("event_time").alias("last")).first()
+    span = histories.span()
     end = cutoff + dt.timedelta(days=spec.horizon_days)
     if span["first"] is None or cutoff <= span["first"]:
         raise PersonaError(f"tags.{spec.name}.cutoff {cutoff} is not after the first event "
@@ -120,18 +164,11 @@ def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> D
         raise PersonaError(f"tags.{spec.name}: cutoff {cutoff} + {spec.horizon_days} days ends "
                            f"after the last event ({span['last']}): the outcome would be cut "
                            f"short; move the cutoff earlier or shorten horizon_days")
-    before = events.where(F.col("event_time") <= F.lit(cutoff))
-    groups = build_groups(ctx, before, cutoff)
-    for name in ("text", "items"):  # embeddings fitted anew: their axes are not silver's
-        if groups.pop(name, None) is not None:
-            ctx.log.info("tag %s: %s group left out: refitted at the cutoff, its dimensions "
-                         "would not mean what they mean in %s", spec.name, name, FEATURES_TABLE)
-    base, *rest = groups.values()
-    history = fx.fuse(base, rest, impute_method(ctx.config))
+    history = histories.at(cutoff)
     columns = [c for c in history.columns if c != "user_id"]
     purchases = list(ctx.config.get("features.purchase_types"))
-    labels = tx.behaviour_labels(events, cutoff, spec.horizon_days, spec.label, purchases,
-                                 spec.top_share)
+    labels = tx.behaviour_labels(histories.events, cutoff, spec.horizon_days, spec.label,
+                                 purchases, spec.top_share)
     absent = [c for c in columns if c not in silver.columns]
     if absent:
         ctx.log.info("tag %s: %s not in %s: taken as 0 when tagging", spec.name,
@@ -284,9 +321,29 @@ def _classes(spec: TagSpec, labelled: DataFrame) -> tuple[list[str], dict, dict]
     return classes, counts, sizes
 
 
-def _tag(ctx: StageContext, spec: TagSpec, silver: DataFrame):
-    """Train, evaluate and apply one tag; returns (predictions, metric rows)."""
-    data = (_attribute_dataset if spec.attribute else _behaviour_dataset)(ctx, spec, silver)
+@dataclass
+class Prepared:
+    """A tag ready for training: its data, inputs, classes, scaler and the rows of its
+    labelled users (``user_id``, ``part``, ``x``, ``y``, ``weight``; kept until
+    :func:`_finish`), and its share of the training job."""
+
+    spec: TagSpec
+    data: Dataset
+    inputs: list[str]
+    classes: list[str]
+    counts: dict
+    sizes: dict
+    scaler: fx.Scaler | None
+    embeddings: DataFrame | None
+    rows: DataFrame
+    job: ClassifierJob
+
+
+def _prepare(ctx: StageContext, spec: TagSpec, silver: DataFrame,
+             histories: Histories) -> Prepared:
+    """Labels, split, scaled inputs and the classifier of one tag."""
+    data = (_attribute_dataset(ctx, spec, silver) if spec.attribute
+            else _behaviour_dataset(ctx, spec, silver, histories))
     inputs = _inputs(ctx, spec, silver)
     labelled = _split(spec, data.labelled).persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -305,27 +362,41 @@ def _tag(ctx: StageContext, spec: TagSpec, silver: DataFrame):
                 .persist(StorageLevel.MEMORY_AND_DISK))
     finally:
         labelled.unpersist()
-    try:
-        models, evaluations = _fit(ctx, spec, rows, classes, counts, inputs)
-    finally:
-        rows.unpersist()
+    cls = ClassifierSpec(input_dim=len(rows.select("x").first()["x"]), classes=len(classes),
+                         seed=spec.seed, **spec.classifier)
+    mlflow.log_params({f"{spec.name}.{k}": v for k, v in {
+        **cls.to_dict(), "target": spec.target, "inputs": "+".join(inputs),
+        "cutoff": spec.cutoff, "horizon_days": spec.horizon_days if spec.label else None,
+        "classes": ",".join(classes)}.items()})
+    validation = validation_arrays(rows.where(F.col("part") == "validation"),
+                                   spec.validation_sample)
+    job = ClassifierJob(spec.name, cls, rows.where(F.col("part") == "train"), validation)
+    return Prepared(spec, data, inputs, classes, counts, sizes, scaler, embeddings, rows, job)
+
+
+def _finish(ctx: StageContext, tag: Prepared, result: ClassifierResult):
+    """Evaluate the trained DNN beside the logistic regression and the majority class, ship
+    the better model, save it and apply it to every user; returns (predictions, metric
+    rows)."""
+    spec, classes = tag.spec, tag.classes
+    models, evaluations = _evaluate_models(ctx, tag, result)
     shipped = _ship(ctx, spec, evaluations)
     rows_out = [(spec.name, model, spec.target, classes, ev.threshold,
                  *[ev.scores[m] for m in ("accuracy", "precision", "recall", "f1")],
-                 ev.roc_auc, ev.confusion, sizes.get("train", 0), sizes["validation"],
-                 sizes["test"], "+".join(inputs), spec.cutoff, ctx.run_id, model == shipped)
+                 ev.roc_auc, ev.confusion, tag.sizes.get("train", 0), tag.sizes["validation"],
+                 tag.sizes["test"], "+".join(tag.inputs), spec.cutoff, ctx.run_id,
+                 model == shipped)
                 for model, ev in evaluations.items()]
-    mlflow.log_dict({"classes": classes, "train_counts": counts, "sizes": sizes,
+    mlflow.log_dict({"classes": classes, "train_counts": tag.counts, "sizes": tag.sizes,
                      "models": {r[1]: dict(zip(METRICS_SCHEMA.fieldNames(), r))
                                 for r in rows_out}}, f"tags/{spec.name}/metrics.json")
     threshold = evaluations[shipped].threshold
-    _save_model(spec.name, shipped, models[shipped], scaler, inputs, data.columns, classes,
-                threshold)
-    scoring = _with_x(data.scoring, inputs, scaler, embeddings).select("user_id", "observed",
-                                                                       "x")
-    proba = (encode(scoring, models["dnn"].model_json, models["dnn"].weights, column="x",
-                    output="proba") if shipped == "dnn"
-             else _logistic_proba(models["logreg"], scoring))
+    _save_model(spec.name, shipped, models[shipped], tag.scaler, tag.inputs, tag.data.columns,
+                classes, threshold)
+    scoring = _with_x(tag.data.scoring, tag.inputs, tag.scaler, tag.embeddings).select(
+        "user_id", "observed", "x")
+    proba = (encode(scoring, result.model_json, result.weights, column="x", output="proba")
+             if shipped == "dnn" else _logistic_proba(models["logreg"], scoring))
     index = tx.predict("proba", spec.binary, threshold or 0.5)
     predictions = proba.select(
         "user_id", F.lit(spec.name).alias("tag"),
@@ -344,26 +415,16 @@ def _ship(ctx: StageContext, spec: TagSpec, evaluations: dict[str, Evaluation]) 
     return shipped
 
 
-def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], counts: dict,
-         inputs: list[str]):
-    """The DNN (Horovod), the logistic regression and the majority class, evaluated;
-    returns ``({"dnn": ClassifierResult, "logreg": model}, {model: Evaluation})``."""
-    cls = ClassifierSpec(input_dim=len(rows.select("x").first()["x"]), classes=len(classes),
-                         seed=spec.seed, **spec.classifier)
-    mlflow.log_params({f"{spec.name}.{k}": v for k, v in {
-        **cls.to_dict(), "target": spec.target, "inputs": "+".join(inputs),
-        "cutoff": spec.cutoff, "horizon_days": spec.horizon_days if spec.label else None,
-        "classes": ",".join(classes)}.items()})
-    validation = validation_arrays(rows.where(F.col("part") == "validation"),
-                                   spec.validation_sample)
-    result = train_classifier(ctx.spark, rows.where(F.col("part") == "train"), validation, cls,
-                              spec.name, ctx.config.get("train.num_proc"),
-                              petastorm_cache_url(ctx))
+def _evaluate_models(ctx: StageContext, tag: Prepared, result: ClassifierResult):
+    """The trained DNN, the logistic regression (fitted here) and the majority class,
+    evaluated; returns ``({"dnn": ClassifierResult, "logreg": model}, {model: Evaluation})``."""
+    spec, rows, classes = tag.spec, tag.rows, tag.classes
     for epoch, (loss, val) in enumerate(zip(result.losses, result.validation_losses), start=1):
         mlflow.log_metrics({f"{spec.name}.loss": loss, f"{spec.name}.val_loss": val}, step=epoch)
     ctx.metric(metric_name(spec.name, "best_epoch"), result.best_epoch)
-    ctx.log.info("tag %s: DNN kept epoch %d of %d (validation loss %.4f)", spec.name,
-                 result.best_epoch, len(result.losses), min(result.validation_losses))
+    ctx.log.info("tag %s: DNN kept epoch %d of %d (validation loss %.4f, %.1f s)", spec.name,
+                 result.best_epoch, len(result.losses), min(result.validation_losses),
+                 result.seconds)
     logistic = _fit_logistic(rows)
     evaluations = {}
     for model, scored in (("dnn", encode(rows, result.model_json, result.weights, column="x",
@@ -374,7 +435,7 @@ def _fit(ctx: StageContext, spec: TagSpec, rows: DataFrame, classes: list[str], 
             evaluations[model] = _evaluate(scored, spec, classes)
         finally:
             scored.unpersist()
-    majority = classes.index(max(classes, key=lambda c: counts.get(c, 0)))
+    majority = classes.index(max(classes, key=lambda c: tag.counts.get(c, 0)))
     evaluations["majority"] = _majority(evaluations["dnn"].confusion, majority, spec.binary)
     for model, ev in evaluations.items():
         validation = {f"validation_{'roc_auc' if spec.binary else 'f1'}": ev.validation}
@@ -419,12 +480,23 @@ def run(ctx: StageContext) -> None:
                      else "none configured (declare targets under tags.<name>)", TAGS_TABLE)
         return
     silver = ctx.lake.read(FEATURES_TABLE)
-    tagged, metrics = None, []
-    for spec in trainable:
-        predictions, rows = _tag(ctx, spec, silver)
-        tagged = predictions if tagged is None else tagged.unionByName(predictions)
-        metrics += rows
-    ctx.lake.overwrite(tagged, TAGS_TABLE)
+    histories, prepared = Histories(ctx), []
+    try:
+        for spec in trainable:
+            prepared.append(_prepare(ctx, spec, silver, histories))
+        ctx.log.info("training %d tag classifier(s) in one Horovod job", len(prepared))
+        results = train_classifiers(ctx.spark, [p.job for p in prepared],
+                                    ctx.config.get("train.num_proc"), petastorm_cache_url(ctx))
+        tagged, metrics = None, []
+        for tag, result in zip(prepared, results):
+            predictions, rows = _finish(ctx, tag, result)
+            tagged = predictions if tagged is None else tagged.unionByName(predictions)
+            metrics += rows
+        ctx.lake.overwrite(tagged, TAGS_TABLE)
+    finally:
+        for tag in prepared:
+            tag.rows.unpersist()
+        histories.release()
     ctx.lake.overwrite(ctx.spark.createDataFrame(metrics, METRICS_SCHEMA), METRICS_TABLE)
     shares = (ctx.lake.read(TAGS_TABLE).groupBy("tag", "value").count()
               .orderBy("tag", F.desc("count")).collect())

@@ -1,8 +1,9 @@
-"""The tag classifier: a small Keras DNN trained by Horovod ranks through Petastorm.
+"""The tag classifiers: small Keras DNNs trained by Horovod ranks through Petastorm.
 
-Training goes through :func:`persona.training.run_on_ranks`, like the autoencoder. The
-training data has ``x`` (array<float>, the scaled inputs), ``y`` (class index) and
-``weight`` (the class weight, so that rare classes count as much as common ones).
+Training goes through :func:`persona.training.horovod.run_on_ranks`, like the autoencoder:
+one job for every tag (:func:`train_classifiers`), whose ranks fit the classifiers one after
+another. Each tag's training data has ``x`` (array<float>, the scaled inputs), ``y`` (class
+index) and ``weight`` (the class weight, so that rare classes count as much as common ones).
 Training stops when the weighted loss on the validation users has not improved for
 ``patience`` epochs, and keeps the weights of the best epoch.
 """
@@ -62,12 +63,25 @@ def build_classifier(spec: ClassifierSpec):
     return tf.keras.Model(inputs, outputs, name="tag_classifier")
 
 
-def _train_rank(converter, spec: ClassifierSpec, name: str, validation: tuple, rows: int):
-    """Runs in every Horovod rank: weighted cross-entropy on this rank's shard. Every rank
+@dataclass
+class ClassifierJob:
+    """One tag's share of the training job: its classifier, its training users (``x``,
+    ``y``, ``weight``) and the validation arrays of :func:`validation_arrays`."""
+
+    name: str
+    spec: ClassifierSpec
+    train: DataFrame
+    validation: tuple
+
+
+def _fit_one(hvd, tf, converter, spec: ClassifierSpec, name: str, validation: tuple,
+             rows: int):
+    """One classifier in this rank: weighted cross-entropy on this rank's shard. Every rank
     scores the same validation users with the same weights, so all stop together."""
     import time
 
-    hvd, tf = init_rank(spec.seed, spec.threads_per_proc)
+    tf.keras.backend.clear_session()
+    tf.keras.utils.set_random_seed(spec.seed + hvd.rank())
     model = build_classifier(spec)
     model.compile(optimizer=distributed_adam(hvd, tf, spec.learning_rate),
                   loss="sparse_categorical_crossentropy")
@@ -88,6 +102,15 @@ def _train_rank(converter, spec: ClassifierSpec, name: str, validation: tuple, r
                             time.time() - start)
 
 
+def _train_ranks(converters, jobs: list[tuple], rows: list[int]):
+    """Runs in every Horovod rank: each job's classifier in turn, in one process."""
+    first = jobs[0][0]
+    hvd, tf = init_rank(first.seed, first.threads_per_proc)
+    results = [_fit_one(hvd, tf, converter, spec, name, validation, n)
+               for converter, (spec, name, validation), n in zip(converters, jobs, rows)]
+    return results if hvd.rank() == 0 else None
+
+
 def validation_arrays(validation: DataFrame, limit: int) -> tuple:
     """``(x, y, weight)`` numpy arrays of at most ``limit`` validation users, which every
     rank scores after each epoch (a bounded sample brought to the driver)."""
@@ -99,11 +122,13 @@ def validation_arrays(validation: DataFrame, limit: int) -> tuple:
             np.array([r["weight"] for r in rows], dtype=np.float32))
 
 
-def train_classifier(spark: SparkSession, train: DataFrame, validation: tuple,
-                     spec: ClassifierSpec, name: str, num_proc: int,
-                     cache_url: str) -> ClassifierResult:
-    """Train on ``train`` (x, y, weight) with ``num_proc`` Horovod ranks, stopping early on
-    ``validation`` (see :func:`validation_arrays`).
+def train_classifiers(spark: SparkSession, jobs: list[ClassifierJob], num_proc: int,
+                       cache_url: str) -> list[ClassifierResult]:
+    """Train every job's classifier in one Horovod job of ``num_proc`` ranks, one after
+    another, each stopping early on its own validation users; results in the jobs' order.
+
+    One launch of the ranks (and of TensorFlow in them) serves every tag.
     """
-    return run_on_ranks(spark, train.select("x", "y", "weight"), _train_rank,
-                        (spec, name, validation), num_proc, cache_url, spec.seed)
+    return run_on_ranks(spark, [j.train.select("x", "y", "weight") for j in jobs], _train_ranks,
+                        ([(j.spec, j.name, j.validation) for j in jobs],), num_proc, cache_url,
+                        jobs[0].spec.seed)

@@ -2,7 +2,7 @@
 
 :func:`run_on_ranks` is the one distributed-training interface (a DataFrame and a
 per-rank function in, rank 0's result out). :func:`train_autoencoder` and
-:func:`persona.tags.classifier.train_classifier` are built on it, so another distributor could
+:func:`persona.tags.classifier.train_classifiers` are built on it, so another distributor could
 be put beside Horovod without touching the stages.
 """
 from __future__ import annotations
@@ -130,26 +130,34 @@ def shuffled(data: DataFrame, partitions: int, seed: int) -> DataFrame:
             .sortWithinPartitions("_shuffle").drop("_shuffle"))
 
 
-def run_on_ranks(spark: SparkSession, data: DataFrame, rank_fn, args: tuple, num_proc: int,
-                 cache_url: str, seed: int = 0):
+def run_on_ranks(spark: SparkSession, data: DataFrame | list[DataFrame], rank_fn, args: tuple,
+                 num_proc: int, cache_url: str, seed: int = 0):
     """Run ``rank_fn(converter, *args, rows)`` in ``num_proc`` Horovod ranks on Spark.
 
     ``data`` is shuffled (:func:`shuffled`, one partition per rank, so that every rank has a
     shard) and materialised once by Petastorm under ``cache_url`` (floats as float32); each
-    rank reads its own shard through ``converter``. Returns rank 0's result (the other ranks
-    return None).
+    rank reads its own shard through ``converter``. A list of DataFrames gives ``rank_fn``
+    a list of converters and a list of row counts, for one job that trains several models.
+    Returns rank 0's result (the other ranks return None).
     """
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache_url)
-    converter = make_spark_converter(shuffled(data, num_proc, seed), dtype="float32")
+    frames = data if isinstance(data, list) else [data]
+    converters = []
     try:
-        results = horovod.spark.run(rank_fn, args=(converter, *args, len(converter)),
-                                    num_proc=num_proc, use_gloo=True, verbose=0,
-                                    stdout=sys.stderr, stderr=sys.stderr)
+        for frame in frames:
+            converters.append(make_spark_converter(shuffled(frame, num_proc, seed),
+                                                   dtype="float32"))
+        rows = [len(c) for c in converters]
+        shared = (converters, *args, rows) if isinstance(data, list) else \
+            (converters[0], *args, rows[0])
+        results = horovod.spark.run(rank_fn, args=shared, num_proc=num_proc, use_gloo=True,
+                                    verbose=0, stdout=sys.stderr, stderr=sys.stderr)
     finally:
-        converter.delete()
+        for converter in converters:
+            converter.delete()
     return next(r for r in results if r is not None)
 
 
