@@ -75,12 +75,14 @@ def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
     return levels
 
 
-def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None) -> dict:
+def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
+                 leave_out: tuple[str, ...] = ()) -> dict:
     """Each enabled feature group that the data supports, as a DataFrame keyed by user_id;
     a group the data cannot support is skipped with the reason logged. ``levels`` are the
-    :func:`_event_levels` of ``events`` when the caller has them already."""
+    :func:`_event_levels` of ``events`` when the caller has them already; the ``items`` and
+    ``text`` groups named in ``leave_out`` are not built."""
     cfg = ctx.config
-    enabled = _enabled_groups(ctx)
+    enabled = [g for g in _enabled_groups(ctx) if g not in leave_out]
     if levels is None:
         levels = _event_levels(ctx, events)
     out = _event_groups(ctx, events, as_of, levels)

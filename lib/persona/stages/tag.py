@@ -109,6 +109,9 @@ def _attribute_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame) -> D
                    columns)
 
 
+FITTED = ("text", "items")  # groups that are embeddings fitted on the data they describe
+
+
 class Histories:
     """Point-in-time features, fused, per cutoff: computed once for every behaviour tag
     that shares a cutoff, kept until :meth:`release`."""
@@ -136,12 +139,13 @@ class Histories:
         """Every user's features from the events up to ``cutoff``, fused and imputed."""
         if cutoff not in self._fused:
             before = self.events.where(F.col("event_time") <= F.lit(cutoff))
-            groups = build_groups(self.ctx, before, cutoff)
-            for name in ("text", "items"):  # fitted anew: their axes are not silver's
-                if groups.pop(name, None) is not None:
-                    self.ctx.log.info("tags at cutoff %s: %s group left out: refitted at the "
-                                      "cutoff, its dimensions would not mean what they mean "
-                                      "in %s", cutoff, name, FEATURES_TABLE)
+            # Embeddings fitted anew at the cutoff would not share silver's axes.
+            left_out = [g for g in FITTED if g in self.ctx.config.get("features.groups")]
+            if left_out:
+                self.ctx.log.info("tags at cutoff %s: %s left out: refitted at the cutoff, "
+                                  "their dimensions would not mean what they mean in %s",
+                                  cutoff, " and ".join(left_out), FEATURES_TABLE)
+            groups = build_groups(self.ctx, before, cutoff, leave_out=FITTED)
             base, *rest = groups.values()
             fused = fx.fuse(base, rest, impute_method(self.ctx.config))
             self._fused[cutoff] = fused.persist(StorageLevel.MEMORY_AND_DISK)
