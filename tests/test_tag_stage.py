@@ -84,8 +84,9 @@ def test_features_at_a_cutoff_are_built_once_for_the_tags_that_share_it(spark, m
                                    ["user_id", "event_time", "amount"])
     built = []
 
-    def build_groups(ctx, before, cutoff):
+    def build_groups(ctx, before, cutoff, leave_out=()):
         built.append(cutoff)
+        assert set(leave_out) == {"text", "items"}  # refitted embeddings are not built
         return {"behaviour": before.groupBy("user_id").agg({"amount": "sum"})
                 .withColumnRenamed("sum(amount)", "spend")}
 
