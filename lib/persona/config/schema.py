@@ -16,7 +16,7 @@ from persona.segmentation.metrics import CRITERIA
 SOURCE_FORMATS = ("csv", "json", "parquet", "delta")
 INGEST_MODES = ("incremental", "full")
 INPUT_FORMATS = ("parquet", "delta", "csv")
-INPUT_SCALES = ("standard", "none")
+INPUT_SCALES = ("auto", "standard", "range", "none")
 GROUPS = ("behaviour", "windows", "diversity", "event_mix", "category", "channel", "time",
           "outlook", "items", "profile", "content", "text", "sequence")
 IMPUTE_METHODS = ("regression", "mean")
@@ -137,8 +137,10 @@ class FeatureInput:
         None, "the feature columns (default: every numeric column but the id and label)",
         check=(bool, "a non-empty list of column names"),
         expect="a non-empty list of column names")
-    scale: Literal[INPUT_SCALES] = setting("standard", "standard: z-scores; none: as they "
-                                                       "are")
+    scale: Literal[INPUT_SCALES] = setting(
+        "auto", "auto: range when every column is a non-negative value on one shared scale "
+        "(pixels, shares, one-hot), else standard; standard: z-scores; range: divided by the "
+        "largest value of any column; none: as they are")
 
     def check(self, path: str) -> None:
         if self.path and not self.id_column:

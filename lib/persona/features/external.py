@@ -88,9 +88,38 @@ def fill_means(df: DataFrame, columns: list[str]) -> DataFrame:
     return df.fillna({c: float(means[c] or 0.0) for c in columns})
 
 
-def raw_vector(df: DataFrame, columns: list[str], output: str = "features") -> DataFrame:
-    """``output``: the columns as they are, as array<float> (for ``scale: none``)."""
-    return df.withColumn(output, F.array(*[F.col(c).cast("float") for c in columns]))
+def raw_vector(df: DataFrame, columns: list[str], output: str = "features",
+               divisor: float = 1.0) -> DataFrame:
+    """``output``: the columns divided by ``divisor`` (1: as they are), as array<float>."""
+    return df.withColumn(output, F.array(*[(F.col(c) / F.lit(divisor)).cast("float")
+                                           for c in columns]))
+
+
+def one_scale(ranges: dict[str, tuple[float, float]]) -> float | None:
+    """The shared bound ``B`` of columns that are non-negative values on one scale, or None.
+
+    ``ranges`` is each column's (min, max). One scale: no value below 0, and either no value
+    above 1 (shares, one-hot, pixels in [0, 1]) or more than half of the columns that vary
+    reaching the largest value B (pixels in 0..255 or 0..16). Counts, amounts and days,
+    each with its own range, are not on one scale.
+    """
+    if not ranges or min(lo for lo, _ in ranges.values()) < 0:
+        return None
+    top = max(hi for _, hi in ranges.values())
+    if top <= 0:
+        return None
+    if top <= 1:
+        return top
+    varying = [hi for lo, hi in ranges.values() if hi > lo]
+    return top if varying and sum(hi == top for hi in varying) * 2 > len(varying) else None
+
+
+def column_ranges(df: DataFrame, columns: list[str]) -> dict[str, tuple[float, float]]:
+    """(min, max) of each column, in one aggregation."""
+    row = df.agg(*[F.min(c).alias(f"lo_{i}") for i, c in enumerate(columns)],
+                 *[F.max(c).alias(f"hi_{i}") for i, c in enumerate(columns)]).first()
+    return {c: (float(row[f"lo_{i}"] or 0.0), float(row[f"hi_{i}"] or 0.0))
+            for i, c in enumerate(columns)}
 
 
 LABELS_TABLE = "silver/user_labels"
@@ -140,14 +169,27 @@ def import_features(ctx: StageContext, table: str) -> None:
             raise PersonaError(f"features.input.id_column {s['id_column']!r} has "
                                f"{counts['n'] - counts['ids']} duplicate value(s)")
         filled = fill_means(rows, columns)
-        stats: dict = {}
-        if s["scale"] == "standard":
+        scale, stats = s["scale"], {}
+        if scale in ("auto", "range"):
+            ranges = column_ranges(filled, columns)
+            bound = one_scale(ranges) if scale == "auto" else \
+                max(hi for _, hi in ranges.values()) or 1.0
+            if scale == "auto":
+                scale = "standard" if bound is None else "range"
+                ctx.log.info("features.input.scale auto: %s", (
+                    "the columns are not values on one scale: z-scores" if bound is None else
+                    f"every column is a value in [0, {bound:g}] on one shared scale: divided "
+                    f"by {bound:g}"))
+            if bound is not None:
+                stats = {"divisor": bound}
+        if scale == "standard":
             scaler = Scaler.fit(filled, {"input": columns})
             out = scaler.transform(filled)
             stats = {"means": scaler.means, "stds": scaler.stds, "weights": scaler.weights}
         else:
-            out = raw_vector(filled, columns)
-        definition = {k: s[k] for k in ("path", "format", "id_column", "label_column", "scale")}
+            out = raw_vector(filled, columns, divisor=stats.get("divisor", 1.0))
+        definition = {k: s[k] for k in ("path", "format", "id_column", "label_column")}
+        definition.update(scale=scale)
         definition.update(columns=mapping, stats=stats)
         version = content_version(definition, sort_keys=True)
         partitions = int(ctx.spark.conf.get("spark.sql.shuffle.partitions"))
@@ -163,7 +205,7 @@ def import_features(ctx: StageContext, table: str) -> None:
     finally:
         rows.unpersist()
     ctx.log.info("%d users, %d features from %s (%s, scale %s), feature set %s%s", counts["n"],
-                 len(columns), s["path"], s["format"], s["scale"], version,
+                 len(columns), s["path"], s["format"], scale, version,
                  f"; labels of {s['label_column']!r} in {LABELS_TABLE}" if s["label_column"]
                  else "")
     ctx.metric("users", counts["n"])
