@@ -93,6 +93,7 @@ def config(args, name: str, input_path: str, seed: int) -> Config:
                             "max_steps": args.dec_max_steps, "tol": args.tol,
                             "batch_size": 128, "decoder_epochs": args.decoder_epochs}},
         "evaluate": {"stability_runs": args.stability_runs, "sample": 5000},
+        "privacy": {"key_file": "~/.persona/demo.key", "create_key": True},  # as conf/local.yaml
     })
 
 
