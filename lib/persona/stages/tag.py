@@ -6,8 +6,8 @@ point-in-time features computed before it (once per cut-off, shared by the tags 
 it). Per tag, a DNN and a Spark MLlib logistic regression are fitted on the same split by
 user; one Horovod job trains every tag's DNN. The decision threshold of a binary tag is
 chosen on the validation users; both models and the majority class are evaluated on the
-held-out test users. The better of the two models
-on the validation users (:mod:`persona.tags.shipping`) tags every user and is saved.
+held-out test users. The better of the two models on the validation users
+(:mod:`persona.tags.shipping`) tags every user and is saved.
 
 gold/user_tags has one row per user and tag: user_id, tag, value, probability (of that
 value), observed (the attribute's known value, if any) and model_version (the MLflow
