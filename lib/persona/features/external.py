@@ -15,7 +15,7 @@ from pyspark.sql.types import NumericType
 from pyspark.sql.utils import AnalysisException
 
 from persona.errors import PersonaError
-from persona.features.build import Scaler
+from persona.features.build import Scaler, column_stats
 from persona.lake.versions import content_version
 from persona.privacy.pseudonyms import Ids
 from persona.runtime.context import StageContext
@@ -114,14 +114,6 @@ def one_scale(ranges: dict[str, tuple[float, float]]) -> float | None:
     return top if varying and sum(hi == top for hi in varying) * 2 > len(varying) else None
 
 
-def column_ranges(df: DataFrame, columns: list[str]) -> dict[str, tuple[float, float]]:
-    """(min, max) of each column, in one aggregation."""
-    row = df.agg(*[F.min(c).alias(f"lo_{i}") for i, c in enumerate(columns)],
-                 *[F.max(c).alias(f"hi_{i}") for i, c in enumerate(columns)]).first()
-    return {c: (float(row[f"lo_{i}"] or 0.0), float(row[f"hi_{i}"] or 0.0))
-            for i, c in enumerate(columns)}
-
-
 LABELS_TABLE = "silver/user_labels"
 
 
@@ -171,7 +163,8 @@ def import_features(ctx: StageContext, table: str) -> None:
         filled = fill_means(rows, columns)
         scale, stats = s["scale"], {}
         if scale in ("auto", "range"):
-            ranges = column_ranges(filled, columns)
+            ranges = {c: (float(st["min"]), float(st["max"]))
+                      for c, st in column_stats(filled, columns).items()}
             bound = one_scale(ranges) if scale == "auto" else \
                 max(hi for _, hi in ranges.values()) or 1.0
             if scale == "auto":
@@ -189,8 +182,7 @@ def import_features(ctx: StageContext, table: str) -> None:
         else:
             out = raw_vector(filled, columns, divisor=stats.get("divisor", 1.0))
         definition = {k: s[k] for k in ("path", "format", "id_column", "label_column")}
-        definition.update(scale=scale)
-        definition.update(columns=mapping, stats=stats)
+        definition.update(scale=scale, columns=mapping, stats=stats)
         version = content_version(definition, sort_keys=True)
         partitions = int(ctx.spark.conf.get("spark.sql.shuffle.partitions"))
         silver = (out.select("user_id", *columns, "features")
