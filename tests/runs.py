@@ -87,13 +87,19 @@ def generated_run(spark, tmp_path_factory) -> Run:
     return _BUILT["run"]
 
 
-def lake_copy(config: Config, spark, name: str, **settings) -> tuple[Config, Lake]:
+def lake_copy(config: Config, spark, name: str, with_registry: bool = False,
+              **settings) -> tuple[Config, Lake]:
     """The run's lake copied to a folder of its own, and the run's configuration pointed at
     it (with its own MLflow store and Petastorm cache) and ``settings`` (dotted keys): a
-    test may change the copy without touching the shared run."""
+    test may change the copy without touching the shared run. ``with_registry``: the MLflow
+    store is a copy of the run's, so that the models in use are the run's."""
     root = os.path.join(os.path.dirname(config.path_of("lake.root")), name)
     shutil.copytree(config.path_of("lake.root"), os.path.join(root, "lake"))
     own = make_config(root)
+    if with_registry:
+        prefix = "sqlite:///"
+        shutil.copyfile(config.get("mlflow.tracking_uri")[len(prefix):],
+                        own.get("mlflow.tracking_uri")[len(prefix):])
     copy = Config(config.data)
     for key in ("lake.root", "mlflow.tracking_uri", "mlflow.artifact_location",
                 "train.petastorm_cache"):

@@ -227,3 +227,12 @@ def test_unexpected_java_error_is_the_first_line_of_its_innermost_cause(
     line = only_error_line(capsys)
     assert line.startswith("persona: error: ")
     assert line.endswith("disk on fire (run with PERSONA_DEBUG=1 for the full trace)")
+
+
+def test_update_refuses_a_segmentation_it_cannot_keep(tmp_path, capsys):
+    conf = write_config(tmp_path, tmp_path / "events.csv")
+    assert main(["update", "--conf", conf, "--set", "segment.method=gmm"]) == 2
+    assert error_line(capsys) == (
+        "persona: error: persona update assigns with the K-Means model in use; "
+        "segment.method=gmm, segment.manifold=none fit new segments on every run: "
+        "use `persona run`")

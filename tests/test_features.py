@@ -202,7 +202,7 @@ def test_text_vectors(spark):
         ("u1", "cheap deal great discount"), ("u2", "cheap deal great discount"),
         ("u3", "premium quality luxury finish"), ("u3", "premium quality"), ("u4", None),
     ], "user_id string, text string")
-    rows = by_user(fx.text_vectors(content, size=4, seed=1, min_count=1))
+    rows = by_user(fx.text_vectors(content, fx.text_model(content, size=4, seed=1, min_count=1)))
     assert set(rows) == {"u1", "u2", "u3"}  # no text, no row
     vector = lambda u: [rows[u][f"text_{i}"] for i in range(4)]
     assert vector("u1") == pytest.approx(vector("u2"))
@@ -269,3 +269,19 @@ def test_profile_levels_named_other_and_missing_keep_their_own_columns(spark):
                        "u2": [0.0, 1.0, 0.0, 0.0],   # the level "missing"
                        "u3": [0.0, 0.0, 1.0, 0.0],   # a level not kept: the other bucket
                        "u4": [0.0, 0.0, 0.0, 1.0]}   # no value: the missing bucket
+
+
+def test_feature_state_keeps_every_fitted_value_through_json():
+    from persona.features.state import FeatureState
+
+    models = fx.LinearModels(["a"], {"b": (0.1, [1.0 / 3.0])}, {"b": 0.25})
+    state = FeatureState(
+        version="v1", groups={"behaviour": ["a", "b"]}, levels={"event_type": ["view"]},
+        profile_levels={"plan": ["pro"]}, profile_means={"age": 41.5},
+        means={"b": 2.0 / 3.0}, imputation=models, outlook=None,
+        scaler=fx.Scaler(["a", "b"], {"a": 0.1, "b": 1e-17}, {"a": 1.0, "b": 0.0},
+                         {"a": 0.7071067811865476, "b": 0.5}),
+        sequence={"steps": 2, "event_types": ["view"], "categories": [], "weight": 0.3})
+    back = FeatureState.from_json(state.to_json())
+    assert back == state  # floats survive exactly, models come back as their classes
+    assert back.frozen and not FeatureState().frozen

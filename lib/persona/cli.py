@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every stage in order, then print the segments")
     _add_conf_args(run)
     _add_conf_args(sub.add_parser(
+        "update", help="the daily job: features, embeddings and segments brought up to the "
+                       "latest events with the models in use (no training; retrains when "
+                       "due and retrain.auto is on)"))
+    _add_conf_args(sub.add_parser(
         "config", help="print the effective configuration (defaults filled in), checked"))
     for name, module in STAGES.items():
         _add_conf_args(sub.add_parser(name, help=module.HELP))
@@ -73,7 +77,7 @@ def _generate(args: argparse.Namespace) -> None:
 
 def _pipeline(args: argparse.Namespace) -> None:
     from persona.config import Config
-    from persona.pipeline import run_pipeline, run_single
+    from persona.pipeline import run_pipeline, run_single, run_update
     from persona.runtime.context import run_stage
 
     config = Config.load(args.conf, args.overrides)
@@ -86,6 +90,8 @@ def _pipeline(args: argparse.Namespace) -> None:
         print(privacy_check(get_spark(config), config))
     elif args.command == "run":
         run_pipeline(config)
+    elif args.command == "update":
+        run_update(config)
     elif args.command == "forget":
         run_stage("forget", partial(forget.run, ids_path=args.ids), config)
     elif args.command == "export":

@@ -467,6 +467,8 @@ class Retrain:
     max_age_days: Optional[int] = setting(None, "retraining is due when the models in use are "
                                                 "older than this (default: never for age)",
                                           minimum=1)
+    auto: bool = setting(False, "persona update retrains (features, train, embed, segment) "
+                                "when retraining is due")
 
 
 @dataclass
@@ -486,7 +488,8 @@ class Settings:
     evaluate: Evaluate = section(Evaluate, "persona evaluate")
     report: Report = section(Report, "persona report")
     privacy: Privacy = section(Privacy, "pseudonymous ids, personal data, erasure, exports")
-    retrain: Retrain = section(Retrain, "when persona embed and segment say retraining is due")
+    retrain: Retrain = section(Retrain, "when persona embed, segment and update say "
+                                              "retraining is due")
     tags: dict[str, Tag] = setting({}, "profile tags (persona tag): one classifier per "
                                        "target, tags.<name>")
 

@@ -139,14 +139,27 @@ def latest_profiles(users: DataFrame) -> DataFrame:
             .where(F.col("__rank") == 1).drop("__rank"))
 
 
+def numeric_means(users: DataFrame, numeric: list[str]) -> dict[str, float]:
+    """The mean of each numeric attribute over the users' latest profiles (0 when none has
+    a value): what :func:`profile_attributes` fills a missing value with."""
+    if not numeric:
+        return {}
+    row = latest_profiles(users).agg(
+        *[F.avg(F.col(n).cast("double")).alias(n) for n in numeric]).first().asDict()
+    return {n: float(row[n] or 0.0) for n in numeric}
+
+
 def profile_attributes(users: DataFrame, categorical: dict[str, list[str]],
-                       numeric: list[str]) -> DataFrame:
-    """Numeric attributes (missing → population mean, with a flag) and one-hot levels.
+                       numeric: list[str], means: dict[str, float] | None = None) -> DataFrame:
+    """Numeric attributes (missing → ``means``, by default :func:`numeric_means`, with a
+    flag) and one-hot levels.
 
     ``categorical`` maps each attribute to the levels kept; other values fall into
     ``_other`` and missing ones into ``_missing`` (a level of that name gets a suffix, see
     :func:`level_columns`).
     """
+    if means is None:
+        means = numeric_means(users, numeric)
     users = latest_profiles(users)
     cols: list[Column] = [F.col("user_id")]
     for name in numeric:
@@ -162,8 +175,7 @@ def profile_attributes(users: DataFrame, categorical: dict[str, list[str]],
         cols.append(value.isNull().cast("double").alias(missing))
     out = users.select(*cols)
     if numeric:
-        means = out.agg(*[F.avg(f"attr_{n}").alias(n) for n in numeric]).first().asDict()
-        out = out.fillna({f"attr_{n}": float(means[n] or 0.0) for n in numeric})
+        out = out.fillna({f"attr_{n}": means[n] for n in numeric})
     return out.fillna(0.0)
 
 
@@ -447,21 +459,32 @@ def diversity(events: DataFrame) -> DataFrame:
     return activity.join(entropy, "user_id", "left").fillna(0.0, ["category_entropy"])
 
 
-def text_vectors(content: DataFrame, size: int, seed: int, min_count: int = 2) -> DataFrame:
-    """Each user's reviews as the mean Word2Vec vector of their words (MLlib, trained here).
-
-    Columns ``text_0 .. text_{size-1}``; users without text get none (zeros after fusion).
-    """
-    from pyspark.ml.feature import RegexTokenizer, StopWordsRemover, Word2Vec
-    from pyspark.ml.functions import vector_to_array
+def _words(content: DataFrame) -> DataFrame:
+    """``(user_id, words)``: each review's words (letters only, 2+ long, stop words out)."""
+    from pyspark.ml.feature import RegexTokenizer, StopWordsRemover
 
     docs = content.where(F.col("text").isNotNull()).select("user_id", "text")
     words = RegexTokenizer(inputCol="text", outputCol="tokens", pattern="[^\\p{L}]+",
                            minTokenLength=2).transform(docs)
-    words = StopWordsRemover(inputCol="tokens", outputCol="words").transform(words)
-    model = Word2Vec(vectorSize=size, minCount=min_count, seed=seed, inputCol="words",
-                     outputCol="vector", maxIter=2).fit(words)
-    vectors = model.transform(words).withColumn("v", vector_to_array("vector"))
+    return StopWordsRemover(inputCol="tokens", outputCol="words").transform(words)
+
+
+def text_model(content: DataFrame, size: int, seed: int, min_count: int = 2):
+    """A Word2Vec model (MLlib) of ``size`` dimensions trained on the reviews' words."""
+    from pyspark.ml.feature import Word2Vec
+
+    return Word2Vec(vectorSize=size, minCount=min_count, seed=seed, inputCol="words",
+                    outputCol="vector", maxIter=2).fit(_words(content))
+
+
+def text_vectors(content: DataFrame, model) -> DataFrame:
+    """Each user's reviews as the mean vector of their words under ``model``
+    (:func:`text_model`). Columns ``text_0 .. text_{size-1}``; users without text get none
+    (zeros after fusion)."""
+    from pyspark.ml.functions import vector_to_array
+
+    size = model.getVectorSize()
+    vectors = model.transform(_words(content)).withColumn("v", vector_to_array("vector"))
     return vectors.groupBy("user_id").agg(
         *[F.avg(F.col("v")[i]).alias(f"text_{i}") for i in range(size)])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import mlflow
+from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from persona.lake.catalog import MODELS_TABLE, current_encoder, load_encoder, promote_encoder
@@ -33,10 +34,17 @@ def run(ctx: StageContext) -> None:
     embeddings = encode(features.select("user_id", "features", "feature_set_version"),
                         architecture, weights).select(
         "user_id", "embedding", F.lit(ref.version).alias("model_version"),
-        "feature_set_version")
-    ctx.lake.overwrite(embeddings, EMBEDDINGS_TABLE)
+        "feature_set_version").persist(StorageLevel.MEMORY_AND_DISK)  # the MERGE reads it twice
+    try:
+        changes = ctx.lake.merge(embeddings, EMBEDDINGS_TABLE, key="user_id",
+                                 changed="t.embedding <> s.embedding "
+                                         "OR t.model_version <> s.model_version "
+                                         "OR t.feature_set_version <> s.feature_set_version")
+    finally:
+        embeddings.unpersist()
     users = ctx.lake.read(EMBEDDINGS_TABLE).count()
-    ctx.log.info("%d users embedded into %s", users, EMBEDDINGS_TABLE)
+    ctx.log.info("%d users embedded into %s; merge: %s", users, EMBEDDINGS_TABLE,
+                 ", ".join(f"{v} {n}" for n, v in changes.items()))
     ctx.metric("users", users)
     mlflow.set_tag("model_version", ref.version)
     _watch_drift(ctx, ref.version, features)

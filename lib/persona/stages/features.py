@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import mlflow
 from pyspark import StorageLevel
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from persona.config.schema import Features
@@ -12,6 +15,7 @@ from persona.errors import PersonaError
 from persona.features import build as fx
 from persona.features import items, outlook
 from persona.features.external import configured, import_features
+from persona.features.state import FeatureState, save_state
 from persona.lake.versions import content_version
 from persona.runtime.context import StageContext
 from persona.timestamps import parse_timestamp
@@ -76,21 +80,34 @@ def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
 
 
 def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
-                 leave_out: tuple[str, ...] = ()) -> dict:
+                 leave_out: tuple[str, ...] = (), state: FeatureState | None = None) -> dict:
     """Each enabled feature group that the data supports, as a DataFrame keyed by user_id;
     a group the data cannot support is skipped with the reason logged. ``levels`` are the
     :func:`_event_levels` of ``events`` when the caller has them already; the ``items`` and
-    ``text`` groups named in ``leave_out`` are not built."""
+    ``text`` groups named in ``leave_out`` are not built. A frozen ``state`` gives the groups
+    and what they learned (nothing is fitted); an unfrozen one is filled with what is."""
     cfg = ctx.config
-    enabled = [g for g in _enabled_groups(ctx) if g not in leave_out]
+    frozen = state is not None and state.frozen
+    enabled = (list(state.groups) if frozen
+               else [g for g in _enabled_groups(ctx) if g not in leave_out])
     if levels is None:
         levels = _event_levels(ctx, events)
-    out = _event_groups(ctx, events, as_of, levels)
+    out = _event_groups(ctx, events, as_of, levels, enabled)
     if "outlook" in enabled:
-        expected = _outlook(ctx, events, as_of, levels, out)
-        if expected is not None:
-            out["outlook"] = expected
+        if frozen:
+            base, *rest = out.values()
+            out["outlook"] = outlook.predict(state.outlook, fx.fuse(base, rest))
+        else:
+            expected = _outlook(ctx, events, as_of, levels, out, enabled)
+            if expected is not None:
+                out["outlook"], models = expected
+                if state is not None:
+                    state.outlook = models
     if "items" in enabled:
+        if frozen:
+            raise PersonaError(f"feature set {state.version} has the items group, whose ALS "
+                               "factors are refitted by every build: `persona update` cannot "
+                               "bring it forward; leave items out of features.groups")
         if events.where(F.col("item_id").isNotNull()).limit(1).count():
             out["items"] = items.item_factors(events, as_of, cfg.get("features.item_factors"),
                                               cfg.get("features.seed"))
@@ -100,13 +117,10 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
     users_conf = cfg.get("sources.users")
     if "profile" in enabled:
         if users_conf and ctx.lake.exists("bronze/users"):
-            attrs = users_conf.attributes
-            users = _bronze(ctx, "bronze/users")
-            max_levels = cfg.get("features.max_levels")
-            categorical = {a: fx.top_values(users, a, max_levels)
-                           for a in attrs.categorical}
-            out["profile"] = fx.profile_attributes(users, categorical,
-                                                   list(attrs.numeric))
+            out["profile"] = _profile(ctx, users_conf.attributes, state)
+        elif frozen:
+            raise PersonaError(f"feature set {state.version} has the profile group and "
+                               "bronze/users is missing: run `persona ingest`")
         else:
             ctx.log.info("profile group skipped: no users source configured")
 
@@ -116,26 +130,51 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
             if "content" in enabled:
                 out["content"] = fx.content_stats(content)
             if "text" in enabled:
-                if content.where(F.col("text").isNotNull()).limit(1).count():
-                    out["text"] = fx.text_vectors(
-                        content, cfg.get("features.text_vector_size"),
-                        cfg.get("features.seed"))
+                if not frozen and content.where(F.col("text").isNotNull()).limit(1).count():
+                    model = fx.text_model(content, cfg.get("features.text_vector_size"),
+                                          cfg.get("features.seed"))
+                    if state is not None:
+                        state.text_model = model
+                    out["text"] = fx.text_vectors(content, model)
+                elif frozen:
+                    out["text"] = fx.text_vectors(content, state.text_model)
                 else:
                     ctx.log.info("text group skipped: content has no text")
+        elif frozen:
+            raise PersonaError(f"feature set {state.version} has content groups and "
+                               "bronze/content is missing: run `persona ingest`")
         else:
             ctx.log.info("content and text groups skipped: no content source configured")
+    if frozen:
+        # The frozen vector's groups, in its order, whatever the data holds now.
+        return {name: out[name] for name in state.groups}
     return out
 
 
-def _outlook(ctx: StageContext, events, as_of, levels: dict, current: dict):
+def _profile(ctx: StageContext, attrs, state: FeatureState | None):
+    """The profile group: levels and fill values from a frozen ``state``, else fitted on
+    bronze/users (and kept in ``state``)."""
+    users = _bronze(ctx, "bronze/users")
+    if state is not None and state.frozen:
+        return fx.profile_attributes(users, state.profile_levels, list(attrs.numeric),
+                                     state.profile_means)
+    max_levels = ctx.config.get("features.max_levels")
+    categorical = {a: fx.top_values(users, a, max_levels) for a in attrs.categorical}
+    means = fx.numeric_means(users, list(attrs.numeric))
+    if state is not None:
+        state.profile_levels, state.profile_means = categorical, means
+    return fx.profile_attributes(users, categorical, list(attrs.numeric), means)
+
+
+def _outlook(ctx: StageContext, events, as_of, levels: dict, current: dict, enabled: list[str]):
     """The outlook group (:mod:`persona.features.outlook`) of the users of ``current`` (the
-    event groups at ``as_of``), learned from the event groups one ``features.outlook_days``
-    period earlier and what users bought since; None, with the reason logged, when the
-    events before that cut are too few to learn from."""
+    event groups at ``as_of``) and its models, learned from the event groups one
+    ``features.outlook_days`` period earlier and what users bought since; None, with the
+    reason logged, when the events before that cut are too few to learn from."""
     days = ctx.config.get("features.outlook_days")
     start = as_of - dt.timedelta(days=days)
     earlier = events.where(F.col("event_time") <= F.lit(start))
-    history = _event_groups(ctx, earlier, start, levels, log=False)
+    history = _event_groups(ctx, earlier, start, levels, enabled, log=False)
     columns = [c for df in history.values() for c in df.columns if c != "user_id"]
     base, *rest = history.values()
     if not base.limit(1).count():
@@ -162,14 +201,14 @@ def _outlook(ctx: StageContext, events, as_of, levels: dict, current: dict):
                  "(R2 %s)", days, users, start,
                  ", ".join(f"{c} {models.r2[c]:.2f}" for c in outlook.COLUMNS))
     base, *rest = current.values()
-    return outlook.predict(models, fx.fuse(base, rest))
+    return outlook.predict(models, fx.fuse(base, rest)), models
 
 
-def _event_groups(ctx: StageContext, events, as_of, levels: dict, log: bool = True) -> dict:
-    """The enabled groups made from events alone (behaviour always); ``log``: say which
+def _event_groups(ctx: StageContext, events, as_of, levels: dict, enabled: list[str],
+                  log: bool = True) -> dict:
+    """The ``enabled`` groups made from events alone (behaviour always); ``log``: say which
     groups the events cannot support."""
     cfg = ctx.config
-    enabled = _enabled_groups(ctx)
     skipped = ctx.log.info if log else lambda *_: None
     purchases = list(cfg.get("features.purchase_types"))
     out = {"behaviour": fx.behaviour(events, as_of, purchases)}
@@ -195,9 +234,14 @@ def _event_groups(ctx: StageContext, events, as_of, levels: dict, log: bool = Tr
     return out
 
 
-def _sequence_layout(ctx: StageContext, levels: dict) -> fx.SequenceLayout | None:
-    """The layout of the ``sequence`` group over the :func:`_event_levels`, or None when
-    the group is off."""
+def _sequence_layout(ctx: StageContext, levels: dict,
+                     frozen: FeatureState | None = None) -> fx.SequenceLayout | None:
+    """The layout of the ``sequence`` group over the :func:`_event_levels` (a ``frozen``
+    state's own), or None when the group is off."""
+    if frozen is not None:
+        seq = frozen.sequence
+        return seq and fx.SequenceLayout(steps=seq["steps"], event_types=tuple(seq["event_types"]),
+                                         categories=tuple(seq["categories"]))
     if "sequence" not in _enabled_groups(ctx):
         return None
     return fx.SequenceLayout(
@@ -258,16 +302,35 @@ def _check_quality(ctx: StageContext, stats: dict[str, dict], scaler: fx.Scaler)
             f"check the bronze tables and the source column mapping")
 
 
-def run(ctx: StageContext) -> None:
-    if configured(ctx.config):
-        import_features(ctx, FEATURES_TABLE)
-        return
-    events_all = _bronze(ctx, "bronze/events")
-    as_of = _as_of(ctx, events_all)
-    events = events_all.where(F.col("event_time") <= F.lit(as_of))
-    levels = _event_levels(ctx, events)
-    groups = build_groups(ctx, events, as_of, levels)
-    layout = _sequence_layout(ctx, levels)
+@dataclass
+class Built:
+    """A feature build: the rows of silver/user_features, and what the build knows of them."""
+
+    table: DataFrame
+    state: FeatureState
+    users: int
+    as_of: object
+    layout: fx.SequenceLayout | None
+    definition: dict = field(default_factory=dict)  # what the version hashes (fitted builds)
+    stats: dict = field(default_factory=dict)  # column_stats of the fused columns (fitted)
+
+
+def _events(ctx: StageContext):
+    """The bronze events at or before ``features.as_of``, and that time."""
+    events = _bronze(ctx, "bronze/events")
+    as_of = _as_of(ctx, events)
+    return events.where(F.col("event_time") <= F.lit(as_of)), as_of
+
+
+@contextmanager
+def building(ctx: StageContext, frozen: FeatureState | None = None):
+    """The feature rows of every user with events at ``features.as_of``, fitted on this data
+    or, with a ``frozen`` state, made with what that state learned; valid inside the block."""
+    events, as_of = _events(ctx)
+    state = frozen or FeatureState()
+    levels = state.levels if frozen else _event_levels(ctx, events)
+    groups = build_groups(ctx, events, as_of, levels, state=state)
+    layout = _sequence_layout(ctx, levels, frozen)
     base, *rest = groups.values()
     if layout:
         rest.append(fx.sequences(events, layout))
@@ -276,49 +339,81 @@ def run(ctx: StageContext) -> None:
         users = joined.count()
         if users == 0:
             raise PersonaError(f"no events at or before features.as_of={as_of}")
-        group_columns = {name: [c for c in df.columns if c != "user_id"]
-                         for name, df in groups.items()}
-        stats = fx.column_stats(joined, [c for cols in group_columns.values() for c in cols])
-        fused, imputation = fx.fill_absent(joined, group_columns, stats,
-                                           impute_method(ctx.config))
-        if imputation and imputation.models:
-            ctx.log.info("absent values of %s predicted from %d columns (R2 %.2f to %.2f)",
-                         ", ".join(imputation.models), len(imputation.predictors),
-                         min(imputation.r2.values()), max(imputation.r2.values()))
-        group_weights = _group_weights(ctx)
-        scaler = fx.Scaler.fit(fused, group_columns, group_weights=group_weights)
-        _check_quality(ctx, stats, scaler)
-        definition = {
-            "as_of": str(as_of),
-            "groups": group_columns,
-            "inputs": _input_versions(ctx),
-            "settings": {k: v for k, v in ctx.config.section("features").items()
-                         if k not in ("as_of", "input_versions", "input")},
-        }
-        out = scaler.transform(fused)
-        # A list, not a map: metadata maps do not keep their order.
-        metadata = {GROUPS_METADATA: [{"name": name, "columns": columns}
-                                      for name, columns in group_columns.items()]}
-        if layout:
-            weight = (group_weights.get("sequence", 1.0)
-                      * fx.sequence_weight(joined, layout.size))
-            definition["sequence"] = {"steps": layout.steps, "step_size": layout.step_size,
-                                      "event_types": list(layout.event_types),
-                                      "categories": list(layout.categories), "weight": weight}
-            out = fx.with_sequence(out, weight, layout.size)
-            metadata[SEQUENCE_METADATA] = {"steps": layout.steps, "step_size": layout.step_size}
-        out = out.withColumn("features", F.col("features").alias("features", metadata=metadata))
-        version = content_version(definition, sort_keys=True)
-        out = (out
-               .withColumn("feature_set_version", F.lit(version))
-               .withColumn("as_of", F.lit(as_of).cast("timestamp")))
-        ctx.lake.overwrite(out, FEATURES_TABLE)
+        built = (_apply(ctx, joined, state, layout) if frozen
+                 else _fit(ctx, joined, groups, state, levels, layout))
+        yield replace(built, users=users, as_of=as_of)
     finally:
         joined.unpersist()
-    names = [*group_columns, *(["sequence"] if layout else [])]
+
+
+def _fit(ctx: StageContext, joined, groups: dict, state: FeatureState, levels: dict,
+         layout: fx.SequenceLayout | None) -> Built:
+    """Fit imputation, scaler and sequence weight on ``joined``; the state gets its version."""
+    group_columns = {name: [c for c in df.columns if c != "user_id"]
+                     for name, df in groups.items()}
+    stats = fx.column_stats(joined, [c for cols in group_columns.values() for c in cols])
+    fused, imputation = fx.fill_absent(joined, group_columns, stats, impute_method(ctx.config))
+    if imputation and imputation.models:
+        ctx.log.info("absent values of %s predicted from %d columns (R2 %.2f to %.2f)",
+                     ", ".join(imputation.models), len(imputation.predictors),
+                     min(imputation.r2.values()), max(imputation.r2.values()))
+    scaler = fx.Scaler.fit(fused, group_columns, group_weights=_group_weights(ctx))
+    _check_quality(ctx, stats, scaler)
+    state.groups, state.levels, state.scaler = group_columns, levels, scaler
+    state.imputation = imputation
+    state.means = {c: st["mean"] for c, st in stats.items()}
+    definition = {
+        "as_of": None,  # set below, once the build's time is known
+        "groups": group_columns,
+        "inputs": _input_versions(ctx),
+        "settings": {k: v for k, v in ctx.config.section("features").items()
+                     if k not in ("as_of", "input_versions", "input")},
+    }
+    if layout:
+        weight = (_group_weights(ctx).get("sequence", 1.0)
+                  * fx.sequence_weight(joined, layout.size))
+        state.sequence = {"steps": layout.steps, "event_types": list(layout.event_types),
+                          "categories": list(layout.categories), "weight": weight}
+        definition["sequence"] = {"step_size": layout.step_size, **state.sequence}
+    return Built(fused, state, 0, None, layout, definition, stats)
+
+
+def _apply(ctx: StageContext, joined, state: FeatureState, layout) -> Built:
+    """Fill absent values with what ``state`` learned (nothing is fitted)."""
+    return Built(fx.impute(joined, state.means, state.imputation), state, 0, None, layout)
+
+
+def _table(built: Built) -> DataFrame:
+    """The rows of silver/user_features: named columns, the scaled vector (with the groups'
+    and the sequence's layout in its metadata), the feature set version and as_of."""
+    state, layout = built.state, built.layout
+    out = state.scaler.transform(built.table)
+    # A list, not a map: metadata maps do not keep their order.
+    metadata = {GROUPS_METADATA: [{"name": name, "columns": columns}
+                                  for name, columns in state.groups.items()]}
+    if layout:
+        out = fx.with_sequence(out, state.sequence["weight"], layout.size)
+        metadata[SEQUENCE_METADATA] = {"steps": layout.steps, "step_size": layout.step_size}
+    return (out.withColumn("features", F.col("features").alias("features", metadata=metadata))
+            .withColumn("feature_set_version", F.lit(state.version))
+            .withColumn("as_of", F.lit(built.as_of).cast("timestamp")))
+
+
+def run(ctx: StageContext) -> None:
+    if configured(ctx.config):
+        import_features(ctx, FEATURES_TABLE)
+        return
+    with building(ctx) as built:
+        state, layout = built.state, built.layout
+        definition = {**built.definition, "as_of": str(built.as_of)}
+        state.version = content_version(definition, sort_keys=True)
+        ctx.lake.overwrite(_table(built), FEATURES_TABLE)
+    save_state(ctx.lake, state)
+    users, scaler, version = built.users, state.scaler, state.version
+    names = [*state.groups, *(["sequence"] if layout else [])]
     ctx.log.info("%d users, %d features in %d groups (%s), as_of %s, feature set %s",
                  users, len(scaler.columns) + (layout.size if layout else 0), len(names),
-                 ", ".join(names), as_of, version)
+                 ", ".join(names), built.as_of, version)
     if layout:
         ctx.log.info("sequence: last %d events of each user, %d values per event (%d event "
                      "types, %d categories, gap)", layout.steps, layout.step_size,
@@ -329,6 +424,24 @@ def run(ctx: StageContext) -> None:
     mlflow.set_tag("feature_set_version", version)
     mlflow.log_dict({**definition, "version": version, "means": scaler.means,
                      "stds": scaler.stds, "weights": scaler.weights,
-                     "imputation": vars(imputation) if imputation else None},
+                     "imputation": vars(state.imputation) if state.imputation else None},
                     "feature_set.json")
-    mlflow.log_dict(stats, "feature_quality.json")
+    mlflow.log_dict(built.stats, "feature_quality.json")
+
+
+def refresh(ctx: StageContext, state: FeatureState) -> dict[str, int]:
+    """silver/user_features brought to ``features.as_of`` (default: the latest event) with
+    the frozen ``state``: only rows that changed are rewritten (a MERGE). Returns the
+    MERGE's row counts."""
+    with building(ctx, state) as built:
+        changes = ctx.lake.merge(
+            _table(built), FEATURES_TABLE, key="user_id",
+            changed="t.features <> s.features OR t.as_of <> s.as_of "
+                    "OR t.feature_set_version <> s.feature_set_version")
+    ctx.log.info("%d users' features at %s with feature set %s (nothing fitted); merge: %s",
+                 built.users, built.as_of, state.version,
+                 ", ".join(f"{v} {n}" for n, v in changes.items()))
+    ctx.metric("users", built.users)
+    for kind, count in changes.items():
+        ctx.metric(f"rows_{kind}", count)
+    return changes
