@@ -80,14 +80,28 @@ SECTIONS = {
         ".venv/bin/python benchmarks/privacy.py --users 20000 --set "
         "train.sequence_encoder=dense"),
     "replay": (
-        "Day by day: incremental ingest (Online Retail)",
-        "The days of Online Retail before a start date are ingested at once; then each "
-        "following day's file lands and `persona ingest` runs with the shipped "
-        "`ingest.mode: incremental`: its wall time and the rows it read, beside a rebuild of "
-        "the same lake from every file (`ingest.mode: full`) and a run with nothing new "
-        "(whose tables must keep their Delta versions). Only ingest is replayed: features, "
-        "embeddings and segments are not brought forward incrementally.",
+        "Day by day: incremental ingest and `persona update` (Online Retail)",
+        "The days of Online Retail before a start date are ingested at once and the first "
+        "`persona update` trains the models (none are in use yet); then each following day's "
+        "file lands, `persona ingest` runs with the shipped `ingest.mode: incremental` and "
+        "`persona update` brings features, embeddings and segments forward with the models "
+        "in use (`retrain.auto: true`: it retrains when the policy says so): wall times, rows, "
+        "users touched (with an event that day), users new and users who changed segment, "
+        "the largest feature PSI and segment share change, and whether retraining was due "
+        "and ran; beside them a full rebuild (every file ingested again, then features, "
+        "train, embed, segment) on the last day, and a run with nothing new (whose tables "
+        "must keep their Delta versions). The update rebuilds every user's features from "
+        "bronze with the frozen feature set: it saves training, not feature building.",
         ".venv/bin/python benchmarks/replay.py --start 2011-11-21 --days 10"),
+    "update": (
+        "The daily update beside a full rebuild (generated users)",
+        "`persona generate` data with its last day of events held back: ingest and a first "
+        "`persona update`, which trains the models as none are in use (the cost of a full "
+        "rebuild: features, train, embed, segment); then the day lands, and ingest "
+        "(incremental) and `persona update` (the models in use, nothing trained) bring every "
+        "user forward. Shipped configuration (conf/local.yaml).",
+        ".venv/bin/python benchmarks/update.py --users 100000 "
+        "--data out/bench/scale-100000/data"),
     "scale": (
         "Scale: every stage against plain Spark and DuckDB",
         "`persona generate` at each number of users, then in one Spark session on this "
