@@ -182,7 +182,9 @@ def _train(config: Config) -> dict[str, dict]:
 def update_summary(results: dict[str, dict], due: bool, retrained: bool) -> str:
     """What an update did: users brought forward, segment changes, whether it retrained."""
     lines = [""]
-    if "features" in results:
+    if "train" in results:
+        lines.append("Persona update: no models were in use; trained them")
+    elif "features" in results:
         f, s = results["features"], results.get("segment", {})
         lines.append(f"Persona update: {f.get('users', 0):.0f} users' features brought forward "
                      f"({f.get('rows_updated', 0):.0f} changed, {f.get('rows_inserted', 0):.0f} "
