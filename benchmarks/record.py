@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,3 +53,10 @@ def write_result(benchmark: str, tables: list[dict], seconds: float,
     print(f"wrote {os.path.relpath(path, ROOT)}; `python benchmarks/render.py` updates "
           "docs/results.md", file=sys.stderr)
     return path
+
+
+def timed(fn, *args):
+    """``(seconds, fn(*args))``: the wall time of one call and what it returned."""
+    start = time.time()
+    value = fn(*args)
+    return time.time() - start, value

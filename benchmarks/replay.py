@@ -28,17 +28,11 @@ from persona.lake.tables import Lake
 from persona.logs import setup_logging
 from persona.pipeline import TRAINING, run_single, run_update
 from persona.runtime.spark import get_spark
-from record import ROOT, write_result
+from record import ROOT, timed, write_result
 
 DAYS = os.path.join(ROOT, "..", "shared", "data", "online-retail", "by-day")
 WATCHED = ("bronze/events", BATCHES_TABLE, "silver/user_features", "gold/user_embeddings",
            "gold/user_segments", "gold/segment_history")
-
-
-def timed(fn, *args):
-    start = time.time()
-    result = fn(*args)
-    return time.time() - start, result
 
 
 def main() -> None:

@@ -39,7 +39,7 @@ from persona.logs import setup_logging
 from persona.pipeline import run_single
 from persona.runtime.spark import get_spark
 from persona.stages import PIPELINE, enabled
-from record import write_result
+from record import timed, write_result
 
 SAME_KIND = ["behaviour", "event_mix", "category", "time"]
 LEVELS = 12
@@ -143,12 +143,6 @@ def duckdb_query(events: str, out: str) -> int:
         f"avg(CASE WHEN dayofweek(t) IN (0, 6) THEN 1.0 ELSE 0.0 END) AS weekend "
         f"FROM raw GROUP BY user_id) TO '{out}' (FORMAT PARQUET)")
     return con.execute(f"SELECT count(*) FROM '{out}'").fetchone()[0]
-
-
-def timed(fn, *args):
-    start = time.time()
-    value = fn(*args)
-    return time.time() - start, value
 
 
 def one_size(users: int, args, memory: PeakMemory) -> dict:

@@ -26,13 +26,7 @@ from persona.generate import generate
 from persona.logs import setup_logging
 from persona.pipeline import run_single, run_update
 from persona.runtime.spark import get_spark
-from record import ROOT, write_result
-
-
-def timed(fn, *args):
-    start = time.time()
-    result = fn(*args)
-    return time.time() - start, result
+from record import ROOT, timed, write_result
 
 
 def main() -> None:
