@@ -70,12 +70,13 @@ def run_update(config: Config) -> dict[str, dict]:
     with mlflow.start_run(experiment_id=use_experiment(config), run_name="update") as parent:
         mlflow.set_tag("persona.config", config.path or "")
         log.info("MLflow update run %s", parent.info.run_id)
-        pinned = _models_in_use(config)
+        pinned = _models_in_use(config, lake)
+        inputs = _inputs(lake, pinned) if pinned else None
         if pinned is None:
             log.info("no models in use yet: this update trains them (%s)", ", ".join(TRAINING))
             results, due, retrained = _train(config), True, True
         else:
-            brought = _bring_forward(config, lake, pinned)
+            brought = _bring_forward(config, lake, pinned, inputs)
             if brought is None:
                 mlflow.set_tag("nothing_new", "true")
                 return {}
@@ -88,21 +89,24 @@ def run_update(config: Config) -> dict[str, dict]:
             elif due:
                 log.info("retraining is due: run `persona run`, or set retrain.auto: true")
         mlflow.set_tags({"retrain_due": str(due).lower(), "retrained": str(retrained).lower()})
+        if retrained:  # new models in use; an update writes no bronze table
+            inputs = _inputs(lake, _models_in_use(config, lake))
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         lake.append(lake.spark.createDataFrame(
-            [(parent.info.run_id, now, _inputs(lake, _models_in_use(config)), due, retrained)],
+            [(parent.info.run_id, now, inputs, due, retrained)],
             "mlflow_run_id string, at timestamp, inputs string, retrain_due boolean, "
             "retrained boolean"), UPDATES_TABLE)
     print(update_summary(results, due, retrained))
     return results
 
 
-def _bring_forward(config: Config, lake: Lake, pinned: "_Pinned"
+def _bring_forward(config: Config, lake: Lake, pinned: "_Pinned", inputs: str
                    ) -> tuple[dict[str, dict], bool] | None:
     """The features (frozen state), embed and segment stages with the models in use: their
     results and whether retraining is due; None when nothing is new since the last update
-    (the same inputs and models, and no retraining left waiting for ``retrain.auto``)."""
-    inputs, last = _inputs(lake, pinned), _last_update(lake)
+    (the same ``inputs``, :func:`_inputs`, and no retraining left waiting for
+    ``retrain.auto``)."""
+    last = _last_update(lake)
     same = last is not None and last["inputs"] == inputs
     waiting = same and last["retrain_due"] and not last["retrained"]
     if same and not (waiting and config.get("retrain.auto")):
@@ -135,7 +139,7 @@ class _Pinned:
         self.config.set("segment.model_uri", segments)
 
 
-def _models_in_use(config: Config) -> _Pinned | None:
+def _models_in_use(config: Config, lake: Lake) -> _Pinned | None:
     """The encoder and K-Means model in use: ``model.uri`` and ``segment.model_uri`` when
     set, else the versions under the registry alias; None when there are none yet."""
     from mlflow.exceptions import MlflowException
@@ -152,7 +156,6 @@ def _models_in_use(config: Config) -> _Pinned | None:
                 return None
             uri = f"models:/{name}/{found.version}"
         uris[kind] = uri
-    lake = Lake(get_spark(config), config.path_of("lake.root"))
     ref = current_encoder(lake, uris["encoder"])
     if not ref.feature_set_version:
         raise PersonaError(f"the encoder in use ({uris['encoder']}) does not name the feature "
