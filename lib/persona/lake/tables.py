@@ -26,6 +26,11 @@ def writer(table: str) -> str | None:
     return WRITERS.get(table) or LAYER_WRITERS.get(table.split("/")[0])
 
 
+def merge_counts(changes: dict[str, int]) -> str:
+    """The row counts of :meth:`Lake.merge` as a log phrase: ``3 inserted, 0 updated, ...``."""
+    return ", ".join(f"{count} {kind}" for kind, count in changes.items())
+
+
 class Lake:
     """Reads and writes the Delta tables of one lake root."""
 

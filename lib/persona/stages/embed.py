@@ -8,6 +8,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from persona.lake.catalog import MODELS_TABLE, current_encoder, load_encoder, promote_encoder
+from persona.lake.tables import merge_counts
 from persona.monitoring import drift
 from persona.monitoring.policy import Measures, retrain_reasons
 from persona.monitoring.record import announce, record_drift
@@ -44,7 +45,7 @@ def run(ctx: StageContext) -> None:
         embeddings.unpersist()
     users = ctx.lake.read(EMBEDDINGS_TABLE).count()
     ctx.log.info("%d users embedded into %s; merge: %s", users, EMBEDDINGS_TABLE,
-                 ", ".join(f"{v} {n}" for n, v in changes.items()))
+                 merge_counts(changes))
     ctx.metric("users", users)
     mlflow.set_tag("model_version", ref.version)
     _watch_drift(ctx, ref.version, features)

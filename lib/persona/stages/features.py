@@ -16,6 +16,7 @@ from persona.features import build as fx
 from persona.features import items, outlook
 from persona.features.external import configured, import_features
 from persona.features.state import FeatureState, save_state
+from persona.lake.tables import merge_counts
 from persona.lake.versions import content_version
 from persona.runtime.context import StageContext
 from persona.timestamps import parse_timestamp
@@ -440,7 +441,7 @@ def refresh(ctx: StageContext, state: FeatureState) -> dict[str, int]:
                     "OR t.feature_set_version <> s.feature_set_version")
     ctx.log.info("%d users' features at %s with feature set %s (nothing fitted); merge: %s",
                  built.users, built.as_of, state.version,
-                 ", ".join(f"{v} {n}" for n, v in changes.items()))
+                 merge_counts(changes))
     ctx.metric("users", built.users)
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)

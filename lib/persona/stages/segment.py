@@ -19,6 +19,7 @@ from pyspark.sql.types import (ArrayType, DoubleType, IntegerType, LongType, Map
 from persona.errors import PersonaError
 from persona.lake.catalog import (ENCODER_ARTIFACT, current_encoder, list_model, load_encoder,
                                   load_kmeans, register_segments, save_encoder)
+from persona.lake.tables import merge_counts
 from persona.lake.versions import content_version
 from persona.monitoring import drift
 from persona.monitoring.drift import SEGMENT_REFERENCE_TABLE
@@ -477,4 +478,4 @@ def run(ctx: StageContext) -> None:
                                    ctx.config.get("segment.model_uri"))
         ctx.log.info("registry alias now on the K-Means model in use: %s", in_use)
     ctx.log.info("%d users in %d segments (%s); merge: %s", users, len(sizes), version,
-                 ", ".join(f"{v} {n}" for n, v in changes.items()))
+                 merge_counts(changes))
