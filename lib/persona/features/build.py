@@ -337,12 +337,20 @@ def fill_absent(joined: DataFrame, groups: dict[str, list[str]], stats: dict[str
 
 
 def fuse(base: DataFrame, groups: list[DataFrame], method: str = "regression") -> DataFrame:
-    """:func:`join_groups` then :func:`fill_absent`."""
-    joined = join_groups(base, groups)
-    columns = {str(i): [c for c in g.columns if c != "user_id"]
-               for i, g in enumerate([base, *groups])}
-    stats = column_stats(joined, [c for cols in columns.values() for c in cols])
-    return fill_absent(joined, columns, stats, method)[0]
+    """:func:`join_groups` then :func:`fill_joined`."""
+    return fill_joined(join_groups(base, groups), [base, *groups], method)
+
+
+def fill_joined(joined: DataFrame, groups: list[DataFrame], method: str = "regression"
+                ) -> DataFrame:
+    """:func:`fill_absent` on ``joined``, the :func:`join_groups` of ``groups``, with its own
+    statistics; without a level column (:data:`MEAN_IMPUTED`) to impute, absent values are 0
+    and no statistic is computed (each would be one more pass over the groups)."""
+    columns = {str(i): [c for c in g.columns if c != "user_id"] for i, g in enumerate(groups)}
+    names = [c for cols in columns.values() for c in cols]
+    if not any(MEAN_IMPUTED.match(c) for c in names):
+        return joined.fillna(0.0)
+    return fill_absent(joined, columns, column_stats(joined, names), method)[0]
 
 
 def column_stats(df: DataFrame, columns: list[str]) -> dict[str, dict]:

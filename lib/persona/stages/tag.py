@@ -145,10 +145,16 @@ class Histories:
                 self.ctx.log.info("tags at cutoff %s: %s left out: refitted at the cutoff, "
                                   "their dimensions would not mean what they mean in %s",
                                   cutoff, " and ".join(left_out), FEATURES_TABLE)
-            groups = build_groups(self.ctx, before, cutoff, leave_out=FITTED)
-            base, *rest = groups.values()
-            fused = fx.fuse(base, rest, impute_method(self.ctx.config))
-            self._fused[cutoff] = fused.persist(StorageLevel.MEMORY_AND_DISK)
+            groups = list(build_groups(self.ctx, before, cutoff, leave_out=FITTED).values())
+            # Kept while imputation reads it (statistics, then the regressions' moments).
+            joined = fx.join_groups(groups[0], groups[1:]).persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                fused = fx.fill_joined(joined, groups, impute_method(self.ctx.config))
+                fused = fused.persist(StorageLevel.MEMORY_AND_DISK)
+                fused.count()
+            finally:
+                joined.unpersist()
+            self._fused[cutoff] = fused
         return self._fused[cutoff]
 
     def release(self) -> None:
