@@ -124,7 +124,6 @@ def test_absent_levels_predicted_from_the_columns_every_user_has(spark):
     assert means["u4"]["content_avg_rating"] == pytest.approx(3.0)  # mean of 1, 3, 5
 
 
-
 def test_groups_without_levels_fuse_with_absent_values_0(spark, monkeypatch):
     # No column is a level (MEAN_IMPUTED): u2 has no shares row, so its shares are 0, and no
     # pass over the groups computes statistics.
@@ -134,6 +133,8 @@ def test_groups_without_levels_fuse_with_absent_values_0(spark, monkeypatch):
     fused = by_user(fx.fuse(base, [shares]))
     assert fused == {"u1": {"user_id": "u1", "n_events": 2.0, "type_view": 0.25},
                      "u2": {"user_id": "u2", "n_events": 5.0, "type_view": 0.0}}
+
+
 def test_moments_merged_over_partitions_and_chunks(spark):
     rows = [(1.0, 2.0), (2.0, 4.0), (3.0, 5.0), (4.0, 9.0), (10.0, 0.0)]
     df = spark.createDataFrame(rows, "a double, b double").repartition(3)
