@@ -29,6 +29,9 @@ TEST_SPARK = {
         # Delta replays a table's log in 50 partitions by default: on test-sized tables,
         # scheduling them costs more than the replay (Delta's own test suites use 2).
         "spark.databricks.delta.snapshotPartitions": 2,
+        # The session runs thousands of distinct queries; Spark keeps the code it generates
+        # for the last 100 by default and compiles it again for the others when they recur.
+        "spark.sql.codegen.cache.maxEntries": 5000,
     },
 }
 

@@ -152,6 +152,13 @@ def test_threshold_is_chosen_on_validation_users(scored):
     assert tx.best_threshold({0.3: (1, 0, 0), 0.45: (1, 0, 0), 0.9: (0, 0, 1)}) == 0.45
 
 
+def test_a_probability_equal_to_a_threshold_reaches_it(spark):
+    df = spark.createDataFrame([(1, [0.5, 0.5]), (0, [0.75, 0.25])],
+                               "y int, proba array<float>")
+    # Thresholds in any order; p(yes) 0.5 (yes) and 0.25 (no) are exact in float.
+    assert tx.threshold_counts(df, [0.5, 0.25]) == {0.25: (1, 1, 0), 0.5: (1, 0, 0)}
+
+
 def test_predictions_and_roc_auc(scored, spark):
     test = scored.where("part = 'test'")
     predicted = {r["user_id"]: r["p"] for r in

@@ -6,7 +6,7 @@ import os
 import sys
 
 from pyspark import SparkConf, SparkContext
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from persona.config import Config
 from persona.logs import QUIET_ENV, get_logger
@@ -21,6 +21,16 @@ DELTA_SQL_CONF = {
 LOG4J = os.path.join(os.path.dirname(os.path.dirname(__file__)), "log4j2.properties")
 
 log = get_logger("spark")
+
+# Rows per partition of a frame that many small jobs iterate over (K-Means, a logistic
+# regression, the evaluation of a tag): on fewer rows, a job's cost is its tasks' overhead.
+ROWS_PER_ITERATED_PARTITION = 200_000
+
+
+def iterated_partitions(df: DataFrame, rows: int) -> DataFrame:
+    """``df`` (of about ``rows`` rows) in one partition per
+    :data:`ROWS_PER_ITERATED_PARTITION` rows, at least one; fewer partitions, no shuffle."""
+    return df.coalesce(max(1, -(-rows // ROWS_PER_ITERATED_PARTITION)))
 
 
 def delta_jars_dir() -> str:

@@ -27,6 +27,7 @@ from persona.monitoring.policy import Measures, retrain_reasons
 from persona.monitoring.record import announce, record_drift
 from persona.privacy.suppression import MIN_SIZE, note, suppressed
 from persona.runtime.context import StageContext
+from persona.runtime.spark import iterated_partitions
 from persona.segmentation.dec import METHODS as REFINEMENTS
 from persona.segmentation.dec import dec_spec, refine
 from persona.segmentation.explain import (describe, fit_surrogate, highlights, readable_columns,
@@ -420,7 +421,7 @@ def run(ctx: StageContext) -> None:
         ctx.log.info("Gaussian mixture (%s covariance) fitted on %d of %d users",
                      segmenter.mixture.covariance, len(sample), users)
         ctx.metric("gmm_sample", len(sample))
-    space = with_vector(space).persist(StorageLevel.MEMORY_AND_DISK)
+    space = iterated_partitions(with_vector(space), users).persist(StorageLevel.MEMORY_AND_DISK)
     refined = assigned = None
     try:
         segmenter, model, registered = _segment_model(ctx, space, users, segmenter, sample)

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import mlflow
@@ -37,6 +38,7 @@ from persona.errors import PersonaError
 from persona.features import build as fx
 from persona.features.external import configured
 from persona.runtime.context import StageContext
+from persona.runtime.spark import iterated_partitions
 from persona.splits import user_bucket
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, build_groups, feature_columns, impute_method
@@ -240,6 +242,15 @@ class Evaluation:
     validation: float | None = None
 
 
+@dataclass
+class Assessed:
+    """A tag's models (``dnn``: the Horovod result, ``logreg``: the MLlib model) and the
+    evaluation of each of them and of the majority class."""
+
+    models: dict
+    evaluations: dict[str, Evaluation]
+
+
 def _evaluate(scored: DataFrame, spec: TagSpec, classes: list[str]) -> Evaluation:
     """Threshold on the validation users (binary tags), scores on the test users;
     ``scored`` has ``part``, ``y`` and ``proba`` (class probabilities)."""
@@ -368,8 +379,9 @@ def _prepare(ctx: StageContext, spec: TagSpec, silver: DataFrame,
                       if "embedding" in inputs else None)
         rows = (tx.with_class_index(_with_x(labelled, inputs, scaler, embeddings), classes,
                                     tx.class_weights(counts, classes))
-                .where(F.col("y").isNotNull()).select("user_id", "part", "x", "y", "weight")
-                .persist(StorageLevel.MEMORY_AND_DISK))
+                .where(F.col("y").isNotNull()).select("user_id", "part", "x", "y", "weight"))
+        rows = iterated_partitions(rows, sum(sizes.values())).persist(
+            StorageLevel.MEMORY_AND_DISK)
     finally:
         labelled.unpersist()
     cls = ClassifierSpec(input_dim=len(rows.select("x").first()["x"]), classes=len(classes),
@@ -384,12 +396,13 @@ def _prepare(ctx: StageContext, spec: TagSpec, silver: DataFrame,
     return Prepared(spec, data, inputs, classes, counts, sizes, scaler, embeddings, rows, job)
 
 
-def _finish(ctx: StageContext, tag: Prepared, result: ClassifierResult):
-    """Evaluate the trained DNN beside the logistic regression and the majority class, ship
-    the better model, save it and apply it to every user; returns (predictions, metric
-    rows)."""
+def _finish(ctx: StageContext, tag: Prepared, result: ClassifierResult, assessed: Assessed):
+    """Log the assessment of the trained DNN, the logistic regression and the majority
+    class, ship the better model, save it and apply it to every user; returns (predictions,
+    metric rows)."""
     spec, classes = tag.spec, tag.classes
-    models, evaluations = _evaluate_models(ctx, tag, result)
+    _log_assessment(ctx, tag, result, assessed)
+    models, evaluations = assessed.models, assessed.evaluations
     shipped = _ship(ctx, spec, evaluations)
     rows_out = [(spec.name, model, spec.target, classes, ev.threshold,
                  *[ev.scores[m] for m in ("accuracy", "precision", "recall", "f1")],
@@ -425,16 +438,11 @@ def _ship(ctx: StageContext, spec: TagSpec, evaluations: dict[str, Evaluation]) 
     return shipped
 
 
-def _evaluate_models(ctx: StageContext, tag: Prepared, result: ClassifierResult):
-    """The trained DNN, the logistic regression (fitted here) and the majority class,
-    evaluated; returns ``({"dnn": ClassifierResult, "logreg": model}, {model: Evaluation})``."""
+def _assess(tag: Prepared, result: ClassifierResult) -> Assessed:
+    """The logistic regression fitted on the tag's training users, then it, the trained DNN
+    and the majority class evaluated. Spark work only (no logging), so that the tags are
+    assessed concurrently."""
     spec, rows, classes = tag.spec, tag.rows, tag.classes
-    for epoch, (loss, val) in enumerate(zip(result.losses, result.validation_losses), start=1):
-        mlflow.log_metrics({f"{spec.name}.loss": loss, f"{spec.name}.val_loss": val}, step=epoch)
-    ctx.metric(metric_name(spec.name, "best_epoch"), result.best_epoch)
-    ctx.log.info("tag %s: DNN kept epoch %d of %d (validation loss %.4f, %.1f s)", spec.name,
-                 result.best_epoch, len(result.losses), min(result.validation_losses),
-                 result.seconds)
     logistic = _fit_logistic(rows)
     evaluations = {}
     for model, scored in (("dnn", encode(rows, result.model_json, result.weights, column="x",
@@ -447,7 +455,20 @@ def _evaluate_models(ctx: StageContext, tag: Prepared, result: ClassifierResult)
             scored.unpersist()
     majority = classes.index(max(classes, key=lambda c: tag.counts.get(c, 0)))
     evaluations["majority"] = _majority(evaluations["dnn"].confusion, majority, spec.binary)
-    for model, ev in evaluations.items():
+    return Assessed({"dnn": result, "logreg": logistic}, evaluations)
+
+
+def _log_assessment(ctx: StageContext, tag: Prepared, result: ClassifierResult,
+                    assessed: Assessed) -> None:
+    """The DNN's training curve and every model's scores, to MLflow and the log."""
+    spec = tag.spec
+    for epoch, (loss, val) in enumerate(zip(result.losses, result.validation_losses), start=1):
+        mlflow.log_metrics({f"{spec.name}.loss": loss, f"{spec.name}.val_loss": val}, step=epoch)
+    ctx.metric(metric_name(spec.name, "best_epoch"), result.best_epoch)
+    ctx.log.info("tag %s: DNN kept epoch %d of %d (validation loss %.4f, %.1f s)", spec.name,
+                 result.best_epoch, len(result.losses), min(result.validation_losses),
+                 result.seconds)
+    for model, ev in assessed.evaluations.items():
         validation = {f"validation_{'roc_auc' if spec.binary else 'f1'}": ev.validation}
         for metric, value in {**ev.scores, "roc_auc": ev.roc_auc, **validation}.items():
             if value is not None:
@@ -457,7 +478,6 @@ def _evaluate_models(ctx: StageContext, tag: Prepared, result: ClassifierResult)
                      ev.scores["recall"], ev.scores["f1"],
                      f" ROC AUC {ev.roc_auc:.3f}" if ev.roc_auc is not None else "",
                      f" (threshold {ev.threshold:.2f})" if ev.threshold is not None else "")
-    return {"dnn": result, "logreg": logistic}, evaluations
 
 
 def source_table(spec: TagSpec) -> str:
@@ -497,9 +517,11 @@ def run(ctx: StageContext) -> None:
         ctx.log.info("training %d tag classifier(s) in one Horovod job", len(prepared))
         results = train_classifiers(ctx.spark, [p.job for p in prepared],
                                     ctx.config.get("train.num_proc"), petastorm_cache_url(ctx))
+        with ThreadPoolExecutor(len(prepared)) as pool:
+            assessments = list(pool.map(_assess, prepared, results))
         tagged, metrics = None, []
-        for tag, result in zip(prepared, results):
-            predictions, rows = _finish(ctx, tag, result)
+        for tag, result, assessed in zip(prepared, results, assessments):
+            predictions, rows = _finish(ctx, tag, result, assessed)
             tagged = predictions if tagged is None else tagged.unionByName(predictions)
             metrics += rows
         ctx.lake.overwrite(tagged, TAGS_TABLE)

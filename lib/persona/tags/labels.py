@@ -163,17 +163,20 @@ def scores(matrix: list[list[int]], binary: bool) -> dict[str, float]:
 def threshold_counts(df: DataFrame, grid: list[float], proba: str = "proba",
                      label: str = "y") -> dict[float, tuple[int, int, int]]:
     """For each threshold t of ``grid``: (true positives, false positives, false negatives)
-    of predicting "yes" when ``p(yes) >= t``, in one aggregation."""
-    p, yes = F.element_at(F.col(proba), 2), F.col(label) == 1
-    aggs = []
-    for i, t in enumerate(grid):
-        hit = p >= F.lit(t)
-        aggs += [F.sum((hit & yes).cast("long")).alias(f"tp{i}"),
-                 F.sum((hit & ~yes).cast("long")).alias(f"fp{i}")]
-    row = df.agg(F.sum(yes.cast("long")).alias("pos"), *aggs).first()
-    positives = row["pos"] or 0
-    return {t: (row[f"tp{i}"] or 0, row[f"fp{i}"] or 0, positives - (row[f"tp{i}"] or 0))
-            for i, t in enumerate(grid)}
+    of predicting "yes" when ``p(yes) >= t``. One aggregation, by how many of the thresholds
+    a row's ``p(yes)`` reaches and by its label: at most (thresholds + 1) x 2 groups."""
+    order = sorted(grid)
+    p = F.element_at(F.col(proba), 2)
+    reached = F.size(F.filter(F.array(*[F.lit(float(t)) for t in order]), lambda t: p >= t))
+    groups = (df.groupBy(reached.alias("reached"), (F.col(label) == 1).alias("yes"))
+              .count().collect())
+    positives = sum(r["count"] for r in groups if r["yes"])
+    counts = {}
+    for i, t in enumerate(order):
+        tp = sum(r["count"] for r in groups if r["yes"] and r["reached"] > i)
+        fp = sum(r["count"] for r in groups if r["yes"] is False and r["reached"] > i)
+        counts[t] = (tp, fp, positives - tp)
+    return counts
 
 
 def best_threshold(counts: dict[float, tuple[int, int, int]]) -> float:
