@@ -15,8 +15,8 @@ from persona.privacy.pseudonyms import Ids
 from persona.runtime.context import run_stage
 from persona.segmentation import metrics as m
 from persona.segmentation.models import (MixtureSpec, NearestCenters, SampleMixture, Segmenter,
-                                         check_segments, plot_k_selection, segment_sizes,
-                                         select_k)
+                                         check_segments, fit_kmeans, plot_k_selection,
+                                         segment_sizes, select_k)
 from persona.segmentation.profiles import with_vector
 from persona.stages import PIPELINE, enabled, evaluate, features
 from tests.conftest import make_config
@@ -126,6 +126,23 @@ def test_select_k_finds_three_blobs_and_plots(spark, tmp_path):
     path = tmp_path / "k.png"
     plot_k_selection(chosen, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kmeans_starts_run_together_in_the_callers_job_group(spark):
+    """The starts are fitted in threads: the best of them wins, as one start after another
+    would give, and their Spark jobs carry the job group of the stage that asked."""
+    vectors = with_vector(spark.createDataFrame(
+        blobs(10, [(0, 0), (3, 0), (0, 3), (3, 3)]),
+        "user_id string, embedding array<float>, truth int")).persist()
+    each = [fit_kmeans(vectors, 3, seed, 10).summary.trainingCost for seed in (1, 2, 3)]
+    context = spark.sparkContext
+    context.setJobGroup("kmeans-starts", "three starts")
+    try:
+        best = fit_kmeans(vectors, 3, 1, 10, n_init=3)
+    finally:
+        context.setLocalProperty("spark.jobGroup.id", None)
+    assert best.summary.trainingCost == min(each)
+    assert len(context.statusTracker().getJobIdsForGroup("kmeans-starts")) >= 3
 
 
 def test_select_k_on_a_sample_assigns_every_point(spark):

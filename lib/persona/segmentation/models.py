@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from pyspark import inheritable_thread_target
 from pyspark.ml.clustering import KMeans, KMeansModel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -84,7 +85,7 @@ def fit_kmeans(vectors: DataFrame, k: int, seed: int, max_iter: int, n_init: int
                       predictionCol=prediction, initMode="k-means||").fit(vectors)
 
     with ThreadPoolExecutor(min(n_init, CONCURRENT_STARTS)) as pool:
-        models = list(pool.map(start, range(n_init)))
+        models = list(pool.map(inheritable_thread_target(start), range(n_init)))
     return min(models, key=lambda model: model.summary.trainingCost)
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import mlflow
 import numpy as np
-from pyspark import StorageLevel
+from pyspark import StorageLevel, inheritable_thread_target
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame
@@ -518,7 +518,7 @@ def run(ctx: StageContext) -> None:
         results = train_classifiers(ctx.spark, [p.job for p in prepared],
                                     ctx.config.get("train.num_proc"), petastorm_cache_url(ctx))
         with ThreadPoolExecutor(len(prepared)) as pool:
-            assessments = list(pool.map(_assess, prepared, results))
+            assessments = list(pool.map(inheritable_thread_target(_assess), prepared, results))
         tagged, metrics = None, []
         for tag, result, assessed in zip(prepared, results, assessments):
             predictions, rows = _finish(ctx, tag, result, assessed)
