@@ -52,7 +52,7 @@ def test_overlap_counts_shared_users_and_each_side(spark):
     assert (found.old, found.new) == ([3, 5], [0, 1])
     assert found.shared.tolist() == [[2, 1], [0, 0]]
     assert found.old_sizes.tolist() == [3, 1] and found.new_sizes.tolist() == [2, 2]
-    assert match_ids(found, [0, 1], next_segment_id(None, previous), 0.5) == {0: 3, 1: 6}
+    assert match_ids(found, [0, 1], next_segment_id(None, found), 0.5) == {0: 3, 1: 6}
     got = relabel(labels.withColumnRenamed("label", "segment"), {0: 3, 1: 6})
     assert sorted(tuple(r) for r in got.collect()) == [("a", 3), ("b", 3), ("c", 6), ("e", 6)]
 
@@ -64,7 +64,9 @@ def test_retired_ids_are_never_reused(spark):
         CATALOGUE)
     previous = spark.createDataFrame([(f"u{i}", i) for i in range(5)],
                                      "user_id string, segment int")
-    assert next_segment_id(catalogue, previous) == 6
+    labels = previous.withColumnRenamed("segment", "label")
+    assert next_segment_id(catalogue, overlap(previous, labels)) == 6
+    assert next_segment_id(None, overlap(previous, labels)) == 5
     assert next_segment_id(None, None) == 0
 
 

@@ -93,11 +93,12 @@ def match_ids(found: Overlap | None, labels: list[int], next_id: int, min_overla
     return {label: ids[label] for label in labels}
 
 
-def next_segment_id(catalogue: DataFrame | None, previous: DataFrame | None) -> int:
+def next_segment_id(catalogue: DataFrame | None, previous: Overlap | None) -> int:
     """One above the largest id ever made: in ``catalogue`` (gold/segments, retired ids
-    included) or in ``previous`` (user_id, segment); 0 when there is none."""
-    largest = [df.agg(F.max(column)).first()[0]
-               for df, column in ((catalogue, "id"), (previous, "segment")) if df is not None]
+    included) or among the previous segments of ``previous``; 0 when there is none."""
+    largest = list(previous.old) if previous is not None else []
+    if catalogue is not None:
+        largest.append(catalogue.agg(F.max("id")).first()[0])
     largest = [v for v in largest if v is not None]
     return max(largest) + 1 if largest else 0
 

@@ -314,7 +314,7 @@ def _stable_ids(ctx: StageContext, assigned: DataFrame, labels: list[int]) -> di
     catalogue = lake.read_if_exists(CATALOGUE_TABLE)
     found = None if previous is None else overlap(
         previous, assigned.select("user_id", F.col("segment").alias("label")))
-    ids = match_ids(found, labels, next_segment_id(catalogue, previous),
+    ids = match_ids(found, labels, next_segment_id(catalogue, found),
                     ctx.config.get("segment.min_overlap"))
     kept = [i for i in ids.values() if found is not None and i in found.old]
     ctx.metric("segments_kept", len(kept))
