@@ -250,6 +250,10 @@ class Assessed:
     models: dict
     evaluations: dict[str, Evaluation]
 
+    @property
+    def dnn(self) -> ClassifierResult:
+        return self.models["dnn"]
+
 
 def _evaluate(scored: DataFrame, spec: TagSpec, classes: list[str]) -> Evaluation:
     """Threshold on the validation users (binary tags), scores on the test users;
@@ -396,13 +400,13 @@ def _prepare(ctx: StageContext, spec: TagSpec, silver: DataFrame,
     return Prepared(spec, data, inputs, classes, counts, sizes, scaler, embeddings, rows, job)
 
 
-def _finish(ctx: StageContext, tag: Prepared, result: ClassifierResult, assessed: Assessed):
+def _finish(ctx: StageContext, tag: Prepared, assessed: Assessed):
     """Log the assessment of the trained DNN, the logistic regression and the majority
     class, ship the better model, save it and apply it to every user; returns (predictions,
     metric rows)."""
     spec, classes = tag.spec, tag.classes
-    _log_assessment(ctx, tag, result, assessed)
-    models, evaluations = assessed.models, assessed.evaluations
+    _log_assessment(ctx, tag, assessed)
+    models, evaluations, result = assessed.models, assessed.evaluations, assessed.dnn
     shipped = _ship(ctx, spec, evaluations)
     rows_out = [(spec.name, model, spec.target, classes, ev.threshold,
                  *[ev.scores[m] for m in ("accuracy", "precision", "recall", "f1")],
@@ -458,10 +462,9 @@ def _assess(tag: Prepared, result: ClassifierResult) -> Assessed:
     return Assessed({"dnn": result, "logreg": logistic}, evaluations)
 
 
-def _log_assessment(ctx: StageContext, tag: Prepared, result: ClassifierResult,
-                    assessed: Assessed) -> None:
+def _log_assessment(ctx: StageContext, tag: Prepared, assessed: Assessed) -> None:
     """The DNN's training curve and every model's scores, to MLflow and the log."""
-    spec = tag.spec
+    spec, result = tag.spec, assessed.dnn
     for epoch, (loss, val) in enumerate(zip(result.losses, result.validation_losses), start=1):
         mlflow.log_metrics({f"{spec.name}.loss": loss, f"{spec.name}.val_loss": val}, step=epoch)
     ctx.metric(metric_name(spec.name, "best_epoch"), result.best_epoch)
@@ -520,8 +523,8 @@ def run(ctx: StageContext) -> None:
         with ThreadPoolExecutor(len(prepared)) as pool:
             assessments = list(pool.map(inheritable_thread_target(_assess), prepared, results))
         tagged, metrics = None, []
-        for tag, result, assessed in zip(prepared, results, assessments):
-            predictions, rows = _finish(ctx, tag, result, assessed)
+        for tag, assessed in zip(prepared, assessments):
+            predictions, rows = _finish(ctx, tag, assessed)
             tagged = predictions if tagged is None else tagged.unionByName(predictions)
             metrics += rows
         ctx.lake.overwrite(tagged, TAGS_TABLE)
