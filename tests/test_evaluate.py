@@ -48,12 +48,13 @@ def test_internal_metrics_by_hand(square):
     assert m.silhouette(x, labels) == pytest.approx((b - 2) / b)
 
 
-def test_silhouette_matches_scikit_learn():
+@pytest.mark.parametrize("points", [300, 2500])  # one block of rows; seven, the last short
+def test_silhouette_matches_scikit_learn(points):
     from sklearn.metrics import silhouette_score
 
     rng = np.random.default_rng(3)
-    x = rng.normal(size=(300, 4))
-    labels = rng.integers(0, 4, 300)
+    x = rng.normal(size=(points, 4))
+    labels = rng.integers(0, 4, points)
     labels[0] = 9  # a singleton cluster counts 0
     assert m.silhouette(x, labels) == pytest.approx(silhouette_score(x, labels), abs=1e-9)
 
