@@ -9,7 +9,7 @@ Training stops when the weighted loss on the validation users has not improved f
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
@@ -19,18 +19,19 @@ from persona.training.horovod import (distributed_adam, init_rank, rank_callback
 
 @dataclass
 class ClassifierSpec:
-    """Shape and training settings of one tag's classifier."""
+    """Shape and training settings of one tag's classifier (their defaults are those of
+    ``tags.<name>.*`` and ``train.threads_per_proc``)."""
 
     input_dim: int
     classes: int
-    hidden: list[int] = field(default_factory=lambda: [64, 32])
-    dropout: float = 0.2
-    learning_rate: float = 0.002
-    epochs: int = 100  # at most; early stopping on the validation loss decides
-    patience: int = 8
-    batch_size: int = 64
-    seed: int = 7
-    threads_per_proc: int = 1
+    hidden: list[int]
+    dropout: float
+    learning_rate: float
+    epochs: int  # at most; early stopping on the validation loss decides
+    patience: int
+    batch_size: int
+    seed: int
+    threads_per_proc: int
 
     def to_dict(self) -> dict:
         return asdict(self)
