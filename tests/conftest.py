@@ -25,7 +25,8 @@ TEST_SPARK = {
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": False,
         "spark.ui.showConsoleProgress": False,
-        "spark.driver.memory": "3g",
+        # The session runs the whole suite (about 16,000 stages): with 3g its heap filled up.
+        "spark.driver.memory": "6g",
         # Delta replays a table's log in 50 partitions by default: on test-sized tables,
         # scheduling them costs more than the replay (Delta's own test suites use 2).
         "spark.databricks.delta.snapshotPartitions": 2,
