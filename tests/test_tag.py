@@ -22,6 +22,7 @@ from persona.runtime.tracking import stage_run, tracking_uri
 from persona.stages import segment
 from persona.stages.tag import _with_x
 from persona.tags import labels as tx
+from persona.tags.classifier import rank_share
 from persona.tags.spec import tag_specs
 from tests.runs import TAGS, generated_run
 
@@ -115,6 +116,13 @@ def test_class_weights_balance_the_classes():
         "18-29", "60+"]
     assert tx.order_classes({"yes": 1}, True) == ["no", "yes"]
     assert tx.class_weights({"a": 30, "b": 10}, ["a", "b"]) == pytest.approx([40 / 60, 2.0])
+
+
+def test_ranks_share_out_the_classifiers():
+    # 5 tags on 2 ranks: 0, 2, 4 to rank 0; 1, 3 to rank 1; a third rank of 3 tags gets one.
+    assert rank_share(5, 2, 0) == [0, 2, 4]
+    assert rank_share(5, 2, 1) == [1, 3]
+    assert [rank_share(3, 4, r) for r in range(4)] == [[0], [1], [2], []]
 
 
 def test_scores_from_a_confusion_matrix():

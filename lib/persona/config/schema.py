@@ -413,11 +413,12 @@ class Tag:
                                 check=_POSITIVE_INTS)
     dropout: float = setting(0.2, "dropout after each layer",
                              check=(lambda v: 0 <= v < 1, "in [0, 1)"))
-    learning_rate: float = setting(0.002, "Adam's learning rate",
+    learning_rate: float = setting(0.004, "Adam's learning rate",
                                    check=(lambda v: v > 0, "> 0"))
     epochs: int = setting(100, "most epochs (early stopping decides)", minimum=1)
     patience: int = setting(8, "epochs without improvement before stopping", minimum=1)
-    batch_size: int = setting(64, "mini-batch size per rank", minimum=1)
+    batch_size: int = setting(128, "mini-batch size (one rank trains each classifier)",
+                              minimum=1)
 
     def check(self, path: str) -> None:
         if bool(self.attribute) == bool(self.label):

@@ -240,7 +240,7 @@ def refine(spark: SparkSession, features: DataFrame, architecture: str, weights:
     input_dim = len(features.select("features").first()[0])
     return run_on_ranks(spark, rows, _refine_rank,
                         (input_dim, architecture, weights, centers, spec), num_proc, cache_url,
-                        spec.seed)
+                        spec.seed)[0]
 
 
 def dec_spec(config, method: str) -> DecSpec:

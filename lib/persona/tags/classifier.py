@@ -1,9 +1,12 @@
 """The tag classifiers: small Keras DNNs trained by Horovod ranks through Petastorm.
 
 Training goes through :func:`persona.training.horovod.run_on_ranks`, like the autoencoder:
-one job for every tag (:func:`train_classifiers`), whose ranks fit the classifiers one after
-another. Each tag's training data has ``x`` (array<float>, the scaled inputs), ``y`` (class
-index) and ``weight`` (the class weight, so that rare classes count as much as common ones).
+one job for every tag (:func:`train_classifiers`), whose ranks share out the classifiers
+(tag i to rank i mod ranks). Each classifier is trained whole by one rank, on all its
+training users: the networks are small enough that averaging gradients between ranks after
+every batch costs more than it saves, so the ranks train different tags side by side.
+Each tag's training data has ``x`` (array<float>, the scaled inputs), ``y`` (class index)
+and ``weight`` (the class weight, so that rare classes count as much as common ones).
 Training stops when the weighted loss on the validation users has not improved for
 ``patience`` epochs, and keeps the weights of the best epoch.
 """
@@ -13,8 +16,8 @@ from dataclasses import asdict, dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
-from persona.training.horovod import (distributed_adam, init_rank, rank_callbacks, rank_dataset,
-                                      run_on_ranks, steps_per_epoch)
+from persona.training.horovod import (epoch_log, init_rank, rank_dataset, run_on_ranks,
+                                      steps_per_epoch)
 
 
 # Validation users scored per batch after each epoch. Keras scores them 32 at a time unless
@@ -44,7 +47,7 @@ class ClassifierSpec:
 
 @dataclass
 class ClassifierResult:
-    """What rank 0 hands back: per-epoch (weighted) losses on the training and validation
+    """What a rank hands back for a tag: per-epoch (weighted) losses on the training and validation
     users, the epoch whose weights were kept, and the trained model."""
 
     losses: list[float]
@@ -80,42 +83,44 @@ class ClassifierJob:
     validation: tuple
 
 
-def _fit_one(hvd, tf, converter, spec: ClassifierSpec, name: str, validation: tuple,
-             rows: int):
-    """One classifier in this rank: weighted cross-entropy on this rank's shard. Every rank
-    scores the same validation users with the same weights, so all stop together."""
+def _fit_one(tf, converter, spec: ClassifierSpec, name: str, validation: tuple, rows: int):
+    """One classifier, trained whole in this rank: weighted cross-entropy on every training
+    user, seeded by the tag alone (whichever rank trains it, it comes out the same)."""
     import time
 
     tf.keras.backend.clear_session()
-    tf.keras.utils.set_random_seed(spec.seed + hvd.rank())
+    tf.keras.utils.set_random_seed(spec.seed)
     model = build_classifier(spec)
-    model.compile(optimizer=distributed_adam(hvd, tf, spec.learning_rate),
+    model.compile(optimizer=tf.keras.optimizers.Adam(spec.learning_rate),
                   loss="sparse_categorical_crossentropy")
-    steps = steps_per_epoch(rows, spec.batch_size, hvd.size())
     stop = tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=spec.patience,
                                             restore_best_weights=True)
-    callbacks = rank_callbacks(hvd, tf, f"persona tag {name}", spec.epochs) + [stop]
     start = time.time()
     with rank_dataset(converter, spec.batch_size,
-                      {"x": spec.input_dim, "y": None, "weight": None}, spec.seed) as dataset:
-        history = model.fit(dataset, steps_per_epoch=steps, epochs=spec.epochs,
-                            validation_data=validation, validation_batch_size=VALIDATION_BATCH,
-                            callbacks=callbacks, verbose=0)
-    if hvd.rank() != 0:
-        return None
+                      {"x": spec.input_dim, "y": None, "weight": None}, spec.seed,
+                      sharded=False) as dataset:
+        history = model.fit(dataset, steps_per_epoch=steps_per_epoch(rows, spec.batch_size, 1),
+                            epochs=spec.epochs, validation_data=validation,
+                            validation_batch_size=VALIDATION_BATCH, verbose=0,
+                            callbacks=[epoch_log(tf, f"persona tag {name}", spec.epochs), stop])
     val = [float(v) for v in history.history["val_loss"]]
     return ClassifierResult([float(v) for v in history.history["loss"]], val,
                             val.index(min(val)) + 1, model.to_json(), model.get_weights(),
                             time.time() - start)
 
 
+def rank_share(jobs: int, ranks: int, rank: int) -> list[int]:
+    """The indices of the jobs ``rank`` trains: job i goes to rank i mod ``ranks``."""
+    return list(range(rank, jobs, ranks))
+
+
 def _train_ranks(converters, jobs: list[tuple], rows: list[int]):
-    """Runs in every Horovod rank: each job's classifier in turn, in one process."""
+    """Runs in every Horovod rank: this rank's share of the classifiers, one after another;
+    ``{job index: ClassifierResult}``."""
     first = jobs[0][0]
     hvd, tf = init_rank(first.seed, first.threads_per_proc)
-    results = [_fit_one(hvd, tf, converter, spec, name, validation, n)
-               for converter, (spec, name, validation), n in zip(converters, jobs, rows)]
-    return results if hvd.rank() == 0 else None
+    return {i: _fit_one(tf, converters[i], *jobs[i], rows[i])
+            for i in rank_share(len(jobs), hvd.size(), hvd.rank())}
 
 
 def validation_arrays(validation: DataFrame, limit: int) -> tuple:
@@ -131,11 +136,14 @@ def validation_arrays(validation: DataFrame, limit: int) -> tuple:
 
 def train_classifiers(spark: SparkSession, jobs: list[ClassifierJob], num_proc: int,
                        cache_url: str) -> list[ClassifierResult]:
-    """Train every job's classifier in one Horovod job of ``num_proc`` ranks, one after
-    another, each stopping early on its own validation users; results in the jobs' order.
+    """Train every job's classifier in one Horovod job of ``num_proc`` ranks, the ranks
+    sharing out the jobs (:func:`rank_share`), each classifier stopping early on its own
+    validation users; results in the jobs' order.
 
     One launch of the ranks (and of TensorFlow in them) serves every tag.
     """
-    return run_on_ranks(spark, [j.train.select("x", "y", "weight") for j in jobs], _train_ranks,
-                        ([(j.spec, j.name, j.validation) for j in jobs],), num_proc, cache_url,
-                        jobs[0].spec.seed)
+    shares = run_on_ranks(spark, [j.train.select("x", "y", "weight") for j in jobs],
+                          _train_ranks, ([(j.spec, j.name, j.validation) for j in jobs],),
+                          num_proc, cache_url, jobs[0].spec.seed)
+    results = {i: r for share in shares for i, r in share.items()}
+    return [results[i] for i in range(len(jobs))]

@@ -1,12 +1,13 @@
 """Distributed training: Horovod ranks launched on Spark, each reading its shard via Petastorm.
 
 :func:`run_on_ranks` is the one distributed-training interface (a DataFrame and a
-per-rank function in, rank 0's result out). :func:`train_autoencoder` and
+per-rank function in, every rank's result out). :func:`train_autoencoder` and
 :func:`persona.tags.classifier.train_classifiers` are built on it, so another distributor could
 be put beside Horovod without touching the stages.
 """
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import sys
@@ -48,18 +49,23 @@ def distributed_adam(hvd, tf, learning_rate: float):
     return hvd.DistributedOptimizer(tf.keras.optimizers.Adam(learning_rate * hvd.size()))
 
 
-def rank_callbacks(hvd, tf, prefix: str, epochs: int) -> list:
-    """Broadcast rank 0's initial weights, average metrics, log each epoch from rank 0."""
+def epoch_log(tf, prefix: str, epochs: int):
+    """A Keras callback that logs each epoch's metrics to stderr."""
 
     class EpochLog(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if hvd.rank() == 0:
-                values = " ".join(f"{k} {v:.5f}" for k, v in (logs or {}).items())
-                print(f"{prefix} | epoch {epoch + 1}/{epochs} {values}", file=sys.stderr,
-                      flush=True)
+            values = " ".join(f"{k} {v:.5f}" for k, v in (logs or {}).items())
+            print(f"{prefix} | epoch {epoch + 1}/{epochs} {values}", file=sys.stderr,
+                  flush=True)
 
+    return EpochLog()
+
+
+def rank_callbacks(hvd, tf, prefix: str, epochs: int) -> list:
+    """Broadcast rank 0's initial weights, average metrics, log each epoch from rank 0."""
     return [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-            hvd.callbacks.MetricAverageCallback(), EpochLog()]
+            hvd.callbacks.MetricAverageCallback()] + (
+        [epoch_log(tf, prefix, epochs)] if hvd.rank() == 0 else [])
 
 
 def steps_per_epoch(rows: int, batch_size: int, ranks: int) -> int:
@@ -69,21 +75,26 @@ def steps_per_epoch(rows: int, batch_size: int, ranks: int) -> int:
 
 @contextmanager
 def rank_dataset(converter, batch_size: int, columns: dict, seed: int | None = None,
-                 one_pass: bool = False):
+                 one_pass: bool = False, sharded: bool = True):
     """This rank's shard of ``converter`` as a ``tf.data.Dataset`` of tuples, one tensor per
     entry of ``columns`` (name: width): Petastorm's (None, None) batches of an array column
     reshaped to [-1, width], a scalar column (width None) to [-1].
 
     Endless and shuffled through a buffer of 8 batches (``seed``); ``one_pass``: a single
-    pass in storage order.
+    pass in storage order; ``sharded=False``: every row, not this rank's shard.
     """
     import horovod.tensorflow as hvd
     import tensorflow as tf
 
     order = (dict(num_epochs=1, shuffle_row_groups=False) if one_pass
              else dict(shuffling_queue_capacity=batch_size * 8, seed=seed))
-    with converter.make_tf_dataset(batch_size=batch_size, cur_shard=hvd.rank(),
-                                   shard_count=hvd.size(), workers_count=1, **order) as dataset:
+    if sharded:
+        shard = dict(cur_shard=hvd.rank(), shard_count=hvd.size())
+    else:  # on purpose: Petastorm's warning that the reader is not this rank's shard is noise
+        shard = {}
+        logging.getLogger("petastorm.spark.spark_dataset_converter").setLevel(logging.ERROR)
+    with converter.make_tf_dataset(batch_size=batch_size, workers_count=1, **shard,
+                                   **order) as dataset:
         yield dataset.map(lambda batch: tuple(
             tf.reshape(getattr(batch, name), [-1, width] if width else [-1])
             for name, width in columns.items()))
@@ -138,7 +149,7 @@ def run_on_ranks(spark: SparkSession, data: DataFrame | list[DataFrame], rank_fn
     shard) and materialised once by Petastorm under ``cache_url`` (floats as float32); each
     rank reads its own shard through ``converter``. A list of DataFrames gives ``rank_fn``
     a list of converters and a list of row counts, for one job that trains several models.
-    Returns rank 0's result (the other ranks return None).
+    Returns every rank's result, in rank order.
     """
     import horovod.spark
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
@@ -158,7 +169,7 @@ def run_on_ranks(spark: SparkSession, data: DataFrame | list[DataFrame], rank_fn
     finally:
         for converter in converters:
             converter.delete()
-    return next(r for r in results if r is not None)
+    return results
 
 
 def train_autoencoder(spark: SparkSession, features: DataFrame, spec: AutoencoderSpec,
@@ -171,4 +182,4 @@ def train_autoencoder(spark: SparkSession, features: DataFrame, spec: Autoencode
     if spec.dp_noise_multiplier is not None:
         spec = replace(spec, seed=secrets.randbits(31))
     return run_on_ranks(spark, features.select("features"), _train_rank, (spec,), num_proc,
-                        cache_url, spec.seed)
+                        cache_url, spec.seed)[0]
