@@ -119,7 +119,8 @@ def test_class_weights_balance_the_classes():
 
 
 def test_ranks_share_out_the_classifiers():
-    # 5 tags on 2 ranks: 0, 2, 4 to rank 0; 1, 3 to rank 1; a third rank of 3 tags gets one.
+    # 5 tags on 2 ranks: 0, 2, 4 to rank 0; 1, 3 to rank 1. 3 tags on 4 ranks: one each for
+    # ranks 0 to 2, none for rank 3.
     assert rank_share(5, 2, 0) == [0, 2, 4]
     assert rank_share(5, 2, 1) == [1, 3]
     assert [rank_share(3, 4, r) for r in range(4)] == [[0], [1], [2], []]
