@@ -14,9 +14,9 @@ from persona.lake.tables import Lake
 from persona.privacy.pseudonyms import Ids
 from persona.runtime.context import run_stage
 from persona.segmentation import metrics as m
-from persona.segmentation.models import (MixtureSpec, NearestCenters, SampleMixture, Segmenter,
-                                         check_segments, fit_kmeans, plot_k_selection,
-                                         segment_sizes, select_k)
+from persona.segmentation.models import (MixtureSpec, MllibKMeans, NearestCenters, SampleMixture,
+                                         Segmenter, check_segments, fit_kmeans,
+                                         plot_k_selection, segment_sizes, select_k)
 from persona.segmentation.profiles import with_vector
 from persona.stages import PIPELINE, enabled, evaluate, features
 from tests.conftest import make_config
@@ -119,11 +119,16 @@ def test_select_k_finds_three_blobs_and_plots(spark, tmp_path):
     assert chosen.best_by == {"silhouette": 3, "davies_bouldin": 3, "calinski_harabasz": 3,
                               "elbow": 3, "stability": 3}
     assert chosen.scores[3]["silhouette"] > chosen.scores[2]["silhouette"]
-    # within_ss is the K-Means cost over every point; three blobs come back from every
-    # bootstrap refit (stability 1).
+    # Each k fitted by scikit-learn on the sample (here every point), scored over every point:
+    # within_ss is the sample fit's cost; three blobs come back from every bootstrap refit.
     assert chosen.scores[3]["within_ss"] == pytest.approx(chosen.scores[3]["cost"], rel=1e-4)
     assert chosen.scores[3]["stability"] == pytest.approx(1.0)
     assert chosen.seconds["stability"] > 0
+    # The chosen k alone is fitted by MLlib over every point, as segment.k=3 would fit it.
+    assert isinstance(chosen.models[3], MllibKMeans)
+    assert not any(isinstance(chosen.models[k], MllibKMeans) for k in (2, 4))
+    fixed = Segmenter("kmeans", 3, seed=1, max_iter=20, n_init=1).fit(vectors)
+    assert np.allclose(chosen.model.centers, fixed.centers)
     path = tmp_path / "k.png"
     plot_k_selection(chosen, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -302,7 +302,9 @@ class Segment:
     n_init: int = setting(5, "K-Means (or EM) starts per fit, the best kept", minimum=1)
     seed: int = setting(7, "seed of the fits and samples")
     max_iter: int = setting(50, "K-Means iterations per start", minimum=1)
-    silhouette_sample: int = setting(20_000, "users sampled to score each k", minimum=100)
+    silhouette_sample: int = setting(
+        20_000, "users sampled to score each k (silhouette), and on whom K-Means is fitted "
+                "for each k before the chosen k is fitted over every user", minimum=100)
     stability_runs: int = setting(
         3, "bootstrap refits per k measuring stability on the driver, on at most "
            "silhouette_sample users (0: not measured, and stability cannot choose k)",

@@ -349,10 +349,11 @@ def check_segments(method: str, k: int, sizes: dict[int, int]) -> None:
 
 @dataclass
 class KSelection:
-    """The segments fitted for every k tried (``models``), every criterion's curve over them
-    (``scores``), the k each criterion picks (``best_by``), the stability threshold, and the
-    seconds spent fitting and scoring (``scores``) and refitting on bootstrap resamples
-    (``stability``)."""
+    """The segments fitted for every k tried (``models``; for the chosen k, the segmenter's
+    own fit), every criterion's curve over them (``scores``), the k each criterion picks
+    (``best_by``), the stability threshold, and the seconds spent fitting and scoring
+    (``scores``), refitting on bootstrap resamples (``stability``) and fitting the chosen k
+    over every user (``fit``, after a sweep on a sample)."""
 
     models: dict[int, Segments]
     criterion: str
@@ -370,36 +371,41 @@ class KSelection:
 def select_k(space: DataFrame, candidates: list[int], criterion: str, segmenter: Segmenter,
              total: int, sample_size: int, log=None, sample: np.ndarray | None = None,
              stability_runs: int = 0, min_stability: float | None = None) -> KSelection:
-    """Fit ``segmenter`` for each k (on ``sample`` when given), score the segments over every
-    point of ``space`` (user_id, embedding) and keep the k ``criterion`` picks.
+    """Fit ``segmenter`` for each k, score the segments over every point of ``space``
+    (user_id, embedding) and keep the k ``criterion`` picks.
 
-    With ``stability_runs``, also each k's bootstrap stability: the segmenter refitted on
-    the driver on that many resamples of a bounded sample of at most ``sample_size`` points
-    (the first of ``sample``, else drawn from ``space``); K-Means fitted by MLlib is refitted
-    by scikit-learn, the same objective."""
+    A segmenter that fits on a sample is fitted on ``sample`` when given. K-Means by MLlib
+    (over every user) is fitted for each k by scikit-learn (the same objective) on a bounded
+    sample of at most ``sample_size`` points, the first of ``sample`` else drawn from
+    ``space``; only the chosen k is then fitted by MLlib, over every user, as a fixed
+    ``segment.k`` would be. With ``stability_runs``, also each k's bootstrap stability: the
+    sweep's segmenter refitted on that many resamples of the same bounded sample."""
     if CRITERIA[criterion].rule == "stable" and not stability_runs:
         raise PersonaError(f"segment.k_criterion={criterion} needs segment.stability_runs "
                            ">= 1")
+    on_sample = segmenter.sample_size is None
     points = None
-    if stability_runs:
+    if stability_runs or on_sample:
         points = (sample[:sample_size] if sample is not None
                   else sample_points(space, sample_size, segmenter.seed)).astype(np.float64)
+    sweep = replace(segmenter, sample_size=len(points)) if on_sample else segmenter
     models, scores, seconds = {}, {}, {"scores": 0.0, "stability": 0.0}
     for k in candidates:
         start = time.perf_counter()
-        model = replace(segmenter, k=k).fit(space, sample)
+        model = (replace(sweep, k=k).fit_points(points) if on_sample
+                 else replace(sweep, k=k).fit(space, sample))
         scores[k] = internal_metrics(model.transform(space), model.column, "segment", total,
                                      sample_size, segmenter.seed)
         if model.cost is not None:
             scores[k]["cost"] = model.cost
         models[k] = model
         seconds["scores"] += time.perf_counter() - start
-        if points is not None:
+        if stability_runs:
             start = time.perf_counter()
             scores[k]["stability"] = bootstrap_stability(
                 points, model.predict(points),
                 lambda resample, run, k=k: replace(
-                    segmenter, k=k, seed=segmenter.seed + 1000 * (run + 1)
+                    sweep, k=k, seed=segmenter.seed + 1000 * (run + 1)
                 ).fit_points(resample),
                 stability_runs, segmenter.seed)
             seconds["stability"] += time.perf_counter() - start
@@ -413,6 +419,11 @@ def select_k(space: DataFrame, candidates: list[int], criterion: str, segmenter:
         log("%s: no knee in the within-segment sum of squares over %d value(s) of k (it needs "
             "3 or more, on a bending curve): k chosen by %s", criterion, len(candidates),
             KNEE_FALLBACK)
+    if on_sample:
+        start = time.perf_counter()
+        k = best_by[criterion]
+        models[k] = replace(segmenter, k=k).fit(space)
+        seconds["fit"] = time.perf_counter() - start
     return KSelection(models, criterion, scores, best_by, min_stability, seconds)
 
 
