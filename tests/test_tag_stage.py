@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from persona.cli import main
+from persona.errors import PersonaError
 from persona.lake.tables import Lake
 from persona.pipeline import run_single
 from tests.conftest import make_config
@@ -71,9 +72,12 @@ def test_tag_source_missing_without_imported_features_is_one_error_line(spark, t
                          f"lake.root={lake.root}: run `persona ingest` first")
 
 
-def test_features_at_a_cutoff_are_built_once_for_the_tags_that_share_it(spark, monkeypatch):
-    """Two behaviour tags with the same cutoff reuse one set of point-in-time features; a
-    third cutoff builds its own."""
+def test_features_at_a_cutoff_are_built_once_for_the_tags_that_share_it(spark, monkeypatch,
+                                                                         tmp_path):
+    """Two behaviour tags with the same cutoff reuse one set of point-in-time features, also
+    when they are prepared side by side; another cutoff builds its own."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
     from datetime import datetime
 
@@ -86,13 +90,15 @@ def test_features_at_a_cutoff_are_built_once_for_the_tags_that_share_it(spark, m
 
     def build_groups(ctx, before, cutoff, leave_out=()):
         built.append(cutoff)
+        time.sleep(0.2)  # long enough for the other threads to ask for the same cutoff
         assert set(leave_out) == {"text", "items"}  # refitted embeddings are not built
         return {"behaviour": before.groupBy("user_id").agg({"amount": "sum"})
                 .withColumnRenamed("sum(amount)", "spend")}
 
     monkeypatch.setattr(tag, "build_groups", build_groups)
     ctx = SimpleNamespace(lake=SimpleNamespace(read=lambda name: events),
-                          config=make_config("/tmp"), log=logging.getLogger("persona.tag"))
+                          config=make_config(str(tmp_path)),
+                          log=logging.getLogger("persona.tag"))
     histories = tag.Histories(ctx)
     march, april = datetime(2025, 3, 1), datetime(2025, 4, 1)
     try:
@@ -100,7 +106,34 @@ def test_features_at_a_cutoff_are_built_once_for_the_tags_that_share_it(spark, m
         histories.at(april)
         assert first is second
         assert built == [march, april]
+        may = datetime(2025, 5, 1)
+        with ThreadPoolExecutor(3) as pool:
+            fused = list(pool.map(histories.at, [may] * 3))
+        assert built == [march, april, may] and all(f is fused[0] for f in fused)
         assert {r["user_id"]: r["spend"] for r in first.collect()} == {"u1": 2.0, "u2": 3.0}
         assert histories.span()["last"] == datetime(2025, 2, 1)
     finally:
         histories.release()
+
+
+def test_tags_prepared_side_by_side_fail_on_the_first_failing_tag(spark, monkeypatch):
+    """Every tag is prepared; the first failing one in order raises, and the rows the
+    others persisted are released."""
+    from types import SimpleNamespace
+
+    from persona.stages import tag
+
+    released = []
+
+    def prepare(ctx, spec, silver, histories):
+        if spec.name in ("b", "c"):
+            raise PersonaError(f"tags.{spec.name}: failed")
+        return SimpleNamespace(rows=SimpleNamespace(unpersist=lambda: released.append(spec.name)))
+
+    monkeypatch.setattr(tag, "_prepare", prepare)
+    specs = [SimpleNamespace(name=name) for name in ("a", "b", "c", "d")]
+    with pytest.raises(PersonaError, match=r"^tags\.b: failed$"):
+        tag._prepare_all(None, specs, None, None)
+    assert sorted(released) == ["a", "d"]
+    ok = tag._prepare_all(None, specs[:1] + specs[3:], None, None)
+    assert len(ok) == 2 and sorted(released) == ["a", "d"]

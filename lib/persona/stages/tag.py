@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -122,42 +123,50 @@ class Histories:
         self.ctx = ctx
         self._events = self._span = None
         self._fused: dict[dt.datetime, DataFrame] = {}
+        # Tags are prepared in threads: each cutoff's features are computed by one of them.
+        self._lock = threading.RLock()
 
     @property
     def events(self) -> DataFrame:
         """bronze/events, read when a behaviour tag first needs it."""
-        if self._events is None:
-            self._events = self.ctx.lake.read("bronze/events")
-        return self._events
+        with self._lock:
+            if self._events is None:
+                self._events = self.ctx.lake.read("bronze/events")
+            return self._events
 
     def span(self):
         """The first and last event time in bronze."""
-        if self._span is None:
-            self._span = self.events.agg(F.min("event_time").alias("first"),
-                                         F.max("event_time").alias("last")).first()
-        return self._span
+        with self._lock:
+            if self._span is None:
+                self._span = self.events.agg(F.min("event_time").alias("first"),
+                                             F.max("event_time").alias("last")).first()
+            return self._span
 
     def at(self, cutoff: dt.datetime) -> DataFrame:
         """Every user's features from the events up to ``cutoff``, fused and imputed."""
-        if cutoff not in self._fused:
-            before = self.events.where(F.col("event_time") <= F.lit(cutoff))
-            # Embeddings fitted anew at the cutoff would not share silver's axes.
-            left_out = [g for g in FITTED if g in self.ctx.config.get("features.groups")]
-            if left_out:
-                self.ctx.log.info("tags at cutoff %s: %s left out: refitted at the cutoff, "
-                                  "their dimensions would not mean what they mean in %s",
-                                  cutoff, " and ".join(left_out), FEATURES_TABLE)
-            groups = list(build_groups(self.ctx, before, cutoff, leave_out=FITTED).values())
-            # Kept while imputation reads it (statistics, then the regressions' moments).
-            joined = fx.join_groups(groups[0], groups[1:]).persist(StorageLevel.MEMORY_AND_DISK)
-            try:
-                fused = fx.fill_joined(joined, groups, impute_method(self.ctx.config))
-                fused = fused.persist(StorageLevel.MEMORY_AND_DISK)
-                fused.count()
-            finally:
-                joined.unpersist()
-            self._fused[cutoff] = fused
-        return self._fused[cutoff]
+        with self._lock:
+            if cutoff not in self._fused:
+                self._fused[cutoff] = self._fuse(cutoff)
+            return self._fused[cutoff]
+
+    def _fuse(self, cutoff: dt.datetime) -> DataFrame:
+        before = self.events.where(F.col("event_time") <= F.lit(cutoff))
+        # Embeddings fitted anew at the cutoff would not share silver's axes.
+        left_out = [g for g in FITTED if g in self.ctx.config.get("features.groups")]
+        if left_out:
+            self.ctx.log.info("tags at cutoff %s: %s left out: refitted at the cutoff, "
+                              "their dimensions would not mean what they mean in %s",
+                              cutoff, " and ".join(left_out), FEATURES_TABLE)
+        groups = list(build_groups(self.ctx, before, cutoff, leave_out=FITTED).values())
+        # Kept while imputation reads it (statistics, then the regressions' moments).
+        joined = fx.join_groups(groups[0], groups[1:]).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            fused = fx.fill_joined(joined, groups, impute_method(self.ctx.config))
+            fused = fused.persist(StorageLevel.MEMORY_AND_DISK)
+            fused.count()
+        finally:
+            joined.unpersist()
+        return fused
 
     def release(self) -> None:
         for frame in self._fused.values():
@@ -366,7 +375,9 @@ class Prepared:
 
 def _prepare(ctx: StageContext, spec: TagSpec, silver: DataFrame,
              histories: Histories) -> Prepared:
-    """Labels, split, scaled inputs and the classifier of one tag."""
+    """Labels, split, scaled inputs and the classifier of one tag. Spark work and log lines
+    only (MLflow is written by :func:`_log_params`), so that the tags are prepared
+    concurrently."""
     data = (_attribute_dataset(ctx, spec, silver) if spec.attribute
             else _behaviour_dataset(ctx, spec, silver, histories))
     inputs = _inputs(ctx, spec, silver)
@@ -390,14 +401,36 @@ def _prepare(ctx: StageContext, spec: TagSpec, silver: DataFrame,
         labelled.unpersist()
     cls = ClassifierSpec(input_dim=len(rows.select("x").first()["x"]), classes=len(classes),
                          seed=spec.seed, **spec.classifier)
-    mlflow.log_params({f"{spec.name}.{k}": v for k, v in {
-        **cls.to_dict(), "target": spec.target, "inputs": "+".join(inputs),
-        "cutoff": spec.cutoff, "horizon_days": spec.horizon_days if spec.label else None,
-        "classes": ",".join(classes)}.items()})
     validation = validation_arrays(rows.where(F.col("part") == "validation"),
                                    spec.validation_sample)
     job = ClassifierJob(spec.name, cls, rows.where(F.col("part") == "train"), validation)
     return Prepared(spec, data, inputs, classes, counts, sizes, scaler, embeddings, rows, job)
+
+
+def _prepare_all(ctx: StageContext, specs: list[TagSpec], silver: DataFrame,
+                 histories: Histories) -> list[Prepared]:
+    """:func:`_prepare` of every tag, side by side: on small data its Spark jobs are short,
+    and their latency, not the cores, bounds them. The first tag (in order) that fails
+    raises, once every other tag is done; what those persisted is released."""
+    prepare = inheritable_thread_target(_prepare)
+    with ThreadPoolExecutor(len(specs)) as pool:
+        futures = [pool.submit(prepare, ctx, spec, silver, histories) for spec in specs]
+    failed = next((f.exception() for f in futures if f.exception() is not None), None)
+    if failed is not None:
+        for future in futures:
+            if future.exception() is None:
+                future.result().rows.unpersist()
+        raise failed
+    return [future.result() for future in futures]
+
+
+def _log_params(tag: Prepared) -> None:
+    """A tag's classifier settings, target, inputs and classes, as MLflow parameters."""
+    spec = tag.spec
+    mlflow.log_params({f"{spec.name}.{k}": v for k, v in {
+        **tag.job.spec.to_dict(), "target": spec.target, "inputs": "+".join(tag.inputs),
+        "cutoff": spec.cutoff, "horizon_days": spec.horizon_days if spec.label else None,
+        "classes": ",".join(tag.classes)}.items()})
 
 
 def _finish(ctx: StageContext, tag: Prepared, assessed: Assessed):
@@ -515,8 +548,9 @@ def run(ctx: StageContext) -> None:
     silver = ctx.lake.read(FEATURES_TABLE)
     histories, prepared = Histories(ctx), []
     try:
-        for spec in trainable:
-            prepared.append(_prepare(ctx, spec, silver, histories))
+        prepared += _prepare_all(ctx, trainable, silver, histories)
+        for tag in prepared:
+            _log_params(tag)
         ctx.log.info("training %d tag classifier(s) in one Horovod job", len(prepared))
         results = train_classifiers(ctx.spark, [p.job for p in prepared],
                                     ctx.config.get("train.num_proc"), petastorm_cache_url(ctx))
