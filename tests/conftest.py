@@ -3,7 +3,10 @@ test tiers: every test carries exactly one of the markers of setup.cfg (unit, st
 usually from its module's ``pytestmark``."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -37,18 +40,40 @@ TEST_SPARK = {
 }
 
 
+_EMPTY_MLFLOW_DB: list[str] = []
+
+
+def mlflow_db(tmp: str) -> str:
+    """``tmp``/mlflow.db, begun as a copy of an empty MLflow database made once per session:
+    MLflow takes about a second to create the tables of a new SQLite database, and the suite
+    makes one per test."""
+    path = os.path.join(tmp, "mlflow.db")
+    if not _EMPTY_MLFLOW_DB:
+        from mlflow import MlflowClient
+
+        folder = tempfile.mkdtemp(prefix="persona-mlflow-")
+        atexit.register(shutil.rmtree, folder, True)
+        empty = os.path.join(folder, "mlflow.db")
+        MlflowClient(f"sqlite:///{empty}").search_experiments()  # creates the tables
+        _EMPTY_MLFLOW_DB.append(empty)
+    if not os.path.exists(path):
+        os.makedirs(tmp, exist_ok=True)
+        shutil.copyfile(_EMPTY_MLFLOW_DB[0], path)
+    return path
+
+
 def make_config(tmp: str, **sections) -> Config:
     """A configuration with the lake, MLflow and Petastorm cache under ``tmp``."""
     data = {
         "lake": {"root": os.path.join(tmp, "lake")},
         "spark": TEST_SPARK,
-        "mlflow": {"tracking_uri": f"sqlite:///{tmp}/mlflow.db",
+        "mlflow": {"tracking_uri": f"sqlite:///{mlflow_db(tmp)}",
                    "artifact_location": os.path.join(tmp, "mlartifacts"),
                    "experiment": "persona-tests"},
         "train": {"num_proc": 2, "epochs": 3, "batch_size": 64, "hidden": [32, 16],
                   "latent_dim": 6, "noise": 0.1, "seed": 7,
                   "petastorm_cache": os.path.join(tmp, "petastorm")},
-        "segment": {"k": 5, "seed": 7, "max_iter": 30},
+        "segment": {"k": 5, "seed": 7, "max_iter": 30, "n_init": 1},
     }
     for key, value in sections.items():
         data[key] = value
