@@ -392,8 +392,7 @@ def select_k(space: DataFrame, candidates: list[int], criterion: str, segmenter:
     models, scores, seconds = {}, {}, {"scores": 0.0, "stability": 0.0}
     for k in candidates:
         start = time.perf_counter()
-        model = (replace(sweep, k=k).fit_points(points) if on_sample
-                 else replace(sweep, k=k).fit(space, sample))
+        model = replace(sweep, k=k).fit(space, points if on_sample else sample)
         scores[k] = internal_metrics(model.transform(space), model.column, "segment", total,
                                      sample_size, segmenter.seed)
         if model.cost is not None:

@@ -147,8 +147,9 @@ def run_on_ranks(spark: SparkSession, data: DataFrame | list[DataFrame], rank_fn
 
     ``data`` is shuffled (:func:`shuffled`, one partition per rank, so that every rank has a
     shard) and materialised once by Petastorm under ``cache_url`` (floats as float32); each
-    rank reads through ``converter`` (its own shard, or every row: :func:`rank_dataset`). A list of DataFrames gives ``rank_fn``
-    a list of converters and a list of row counts, for one job that trains several models.
+    rank reads through ``converter`` (its own shard, or every row: :func:`rank_dataset`). A
+    list of DataFrames gives ``rank_fn`` a list of converters and a list of row counts, for
+    one job that trains several models.
     Returns every rank's result, in rank order.
     """
     import horovod.spark
