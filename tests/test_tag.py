@@ -182,6 +182,19 @@ def test_predictions_and_roc_auc(scored, spark):
                         ["a", "b", "c"]) == [[1, 0, 0], [0, 1, 0], [0, 0, 0]]
 
 
+def test_roc_auc_counts_a_tie_as_half_a_pair_and_averages_classes_present(spark):
+    binary = spark.createDataFrame([(1, [0.5, 0.5]), (1, [0.1, 0.9]), (0, [0.5, 0.5]),
+                                    (0, [0.8, 0.2])], "y int, proba array<float>")
+    # Positives 0.5 and 0.9, negatives 0.5 and 0.2: the tie counts half, 3.5 of 4 pairs.
+    assert tx.roc_auc(binary, ["no", "yes"]) == pytest.approx(0.875)
+    multi = spark.createDataFrame([(0, [0.6, 0.3, 0.1, 0.0]), (1, [0.2, 0.5, 0.3, 0.0]),
+                                   (2, [0.1, 0.2, 0.7, 0.0]), (0, [0.3, 0.6, 0.1, 0.0])],
+                                  "y int, proba array<float>")
+    # a: 0.6, 0.3 above 0.2, 0.1 (1); b: 0.5 above 0.3, 0.2, not 0.6 (2/3); c: 0.7 above
+    # every other (1); d has no user and is left out: (1 + 2/3 + 1) / 3.
+    assert tx.roc_auc(multi, ["a", "b", "c", "d"]) == pytest.approx(8 / 9)
+
+
 # ---------------------------------------------------------------- configuration
 
 @pytest.mark.parametrize("section, message", [

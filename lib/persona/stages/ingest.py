@@ -126,7 +126,12 @@ def write_batch(ctx: StageContext, spec: SourceSpec, key: bytes | None, quaranti
                          .withColumn("__user_id", pseudonym_column(F.col("__user_id"), key)))
         validated.persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            read = validated.count()
+            # One pass: the rows read, and the rejected ones by reason.
+            by_reason = {r[REASON]: r["count"]
+                         for r in validated.groupBy(REASON).count().collect()}
+            read = sum(by_reason.values())
+            reasons = {reason: count for reason, count in by_reason.items()
+                       if reason is not None}
             ctx.log.info("%s: read %d rows from %s", spec.name, read, spec.path)
             batch_rows = f"{BATCH} = {batch}"
             for lake, table, rows in ((ctx.lake, bronze_table, accepted(validated, spec)),
@@ -139,8 +144,6 @@ def write_batch(ctx: StageContext, spec: SourceSpec, key: bytes | None, quaranti
                 pairs = validated.where(F.col(REASON).isNull()).select(
                     F.col(RAW_ID).alias("user_id"), F.col("__user_id").alias("pseudonym"))
                 write_identity_map(quarantine_at, spec.name, pairs, replace=full)
-            reasons = {r[REASON]: r["count"] for r in validated.where(
-                F.col(REASON).isNotNull()).groupBy(REASON).count().collect()}
         finally:
             validated.unpersist()
     bronze, quarantine = (_rows(lake.read(table), None if full else batch) for lake, table in
