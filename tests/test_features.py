@@ -1,6 +1,6 @@
 """Feature groups on hand-made events whose values were worked out by hand."""
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -189,6 +189,32 @@ def test_activity_windows_and_trend(events):
     # u2 bought nothing: no purchase or spend to share.
     assert (u2["w7_event_share"], u2["w7_purchase_share"], u2["w7_spend_share"]) == (1, 0, 0)
     assert u2["trend"] == pytest.approx(math.log(2))
+
+
+def test_aged_aggregates_are_those_of_a_later_as_of_without_new_events(events):
+    """Three days later, with no new event: recency and tenure grow by 3; u1's events
+    (11.67, 11.65 and 8.17 days back) leave the 7-day window, u2's (4 days back) stays."""
+    later = datetime(2025, 1, 13)
+    behaviour = fx.behaviour(events, AS_OF, ["purchase"])
+    windows = fx.activity_windows(events, AS_OF, [7, 30], ["purchase"])
+    aggregates = behaviour.join(windows, "user_id")
+    recent = events.where(events.event_time > later - timedelta(days=fx.window_lookback([7, 30])))
+    aged = fx.aged_windows(fx.aged(aggregates, 3.0), recent, later, [7, 30], ["purchase"])
+    assert aged.columns == aggregates.columns
+    rows = by_user(aged)
+    u1, u2 = rows["u1"], rows["u2"]
+    assert u1["recency_days"] == pytest.approx(8 + 4 / 24)
+    assert u1["tenure_days"] == pytest.approx(11 + 16 / 24)
+    assert (u1["n_events"], u1["monetary"]) == (3, 40.0)
+    assert (u1["w7_event_share"], u1["w7_purchase_share"], u1["w7_spend_share"]) == (0, 0, 0)
+    assert (u1["w30_event_share"], u1["w30_purchase_share"], u1["w30_spend_share"]) == (1, 1, 1)
+    assert u1["trend"] == pytest.approx(-math.log(4))  # none recent, 3 in the week before
+    assert (u2["w7_event_share"], u2["w7_purchase_share"], u2["trend"]) == \
+        (1, 0, pytest.approx(math.log(2)))
+    rebuilt = by_user(fx.behaviour(events, later, ["purchase"]).join(
+        fx.activity_windows(events, later, [7, 30], ["purchase"]), "user_id"))
+    for user, row in rows.items():
+        assert row == pytest.approx(rebuilt[user])
 
 
 def test_diversity(spark):

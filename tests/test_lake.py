@@ -21,6 +21,7 @@ from tests.conftest import make_config
 @pytest.mark.parametrize("table, stage", [
     ("bronze/events", "ingest"), ("bronze/clicks", "ingest"), ("quarantine/users", "ingest"),
     ("silver/user_features", "features"), ("silver/user_labels", "features"),
+    ("silver/user_aggregates", "features"),
     ("gold/user_embeddings", "embed"), ("gold/user_segments", "segment"),
     ("gold/segment_profiles", "segment"), ("gold/user_tags", "tag"),
     ("gold/tag_metrics", "tag"), ("gold/segment_quality", "evaluate"), ("meta/models", "train"),
@@ -122,3 +123,21 @@ def test_unparseable_as_of_and_cutoff_are_one_error_line(spark, tmp_path, capsys
         "persona: error: features.as_of: not a timestamp: '2025-02-30'")
     assert cli_error(capsys, config, tmp_path, "tag") == (
         "persona: error: tags.churn.cutoff: not a timestamp: 'soon'")
+
+
+@pytest.mark.unit
+def test_changed_keys_come_from_the_bronze_change_feed(spark, tmp_path):
+    """A bronze table records its changes from its creation: the users of the rows appended,
+    replaced or deleted after a version; a table made without the feed gives None."""
+    lake = Lake(spark, str(tmp_path))
+    rows = lambda *pairs: spark.createDataFrame(pairs, "user_id string, batch int")
+    lake.append(rows(("a", 0), ("b", 0)), "bronze/events")  # version 0
+    lake.append(rows(("c", 1)), "bronze/events")  # 1
+    lake.replace_where(rows(("c", 1), ("d", 1)), "bronze/events", "batch = 1")  # 2
+    keys, count = lake.changed_keys({"bronze/events": 0}, {"bronze/events": 2})
+    assert (sorted(r[0] for r in keys.collect()), count) == (["c", "d"], 2)
+    keys, count = lake.changed_keys({"bronze/events": 2}, {"bronze/events": 2})
+    assert (keys.collect(), count) == ([], 0)
+    lake.append(rows(("a", 0)), "gold/other")  # no change feed
+    lake.append(rows(("e", 1)), "gold/other")
+    assert lake.changed_keys({"gold/other": 0}, {"gold/other": 1}) is None

@@ -63,11 +63,15 @@ def test_first_update_on_the_data_the_models_saw_changes_no_row(updated):
         assert {k: first[stage][f"rows_{k}"] for k in ("inserted", "updated", "deleted")} == \
             {"inserted": 0, "updated": 0, "deleted": 0}, stage
     assert first["features"]["users"] > 0
+    assert first["features"]["users_recomputed"] == 0  # no history read again
 
 
 def test_update_brings_new_events_in_with_the_models_in_use(updated):
     lake, second = updated["lake"], updated["second"]
     assert second["features"]["rows_inserted"] == 1  # the newcomer
+    # Only the users whose bronze rows changed, or whose content is dated after the last
+    # as_of, have their history read again; the others' features are aged.
+    assert 2 <= second["features"]["users_recomputed"] < second["features"]["users"] / 10
     assert second["segment"]["rows_inserted"] == 1
     table = lake.read("silver/user_features")
     assert {r[0] for r in table.select("feature_set_version").distinct().collect()} == \

@@ -427,23 +427,83 @@ def activity_windows(events: DataFrame, as_of, windows: list[int],
     ``trend`` compares the last ``windows[0]`` days with the same span just before it
     (log ratio: > 0 when the user is speeding up, < 0 when slowing down).
     """
+    return window_shares(window_sums(events, as_of, windows, purchase_types), windows)
+
+
+def window_lookback(windows: list[int]) -> int:
+    """Days before ``as_of`` that :func:`activity_windows` looks at: events older than this
+    count only in the totals."""
+    return max(max(windows), 2 * min(windows))
+
+
+def window_sums(events: DataFrame, as_of, windows: list[int], purchase_types: list[str],
+                totals: bool = True) -> DataFrame:
+    """What :func:`window_shares` divides: per user, the events, purchases and spend in each
+    window (``w<days>_events``, ``_purchases``, ``_spend``), the events of the trend's two
+    spans (``recent``, ``before``) and, with ``totals``, all of them (``events``,
+    ``purchases``, ``spend``: the behaviour group's n_events, n_purchases and monetary)."""
     age = (F.unix_timestamp(F.lit(as_of).cast("timestamp"))
            - F.unix_timestamp("event_time")) / SECONDS_PER_DAY
-    is_purchase = F.col("event_type").isin(purchase_types)
-    spend = F.when(is_purchase, F.coalesce(F.col("amount"), F.lit(0.0))).otherwise(0.0)
-    share = lambda part, whole: F.coalesce(F.sum(part) / F.sum(whole), F.lit(0.0))
+    is_purchase = F.col("event_type").isin(purchase_types).cast("double")
+    spend = F.when(is_purchase == 1, F.coalesce(F.col("amount"), F.lit(0.0))).otherwise(0.0)
     cols: list[Column] = []
     for w in windows:
         inside = (age < w).cast("double")
-        cols += [share(inside, F.lit(1.0)).alias(f"w{w}_event_share"),
-                 share(inside * is_purchase.cast("double"), is_purchase.cast("double"))
-                 .alias(f"w{w}_purchase_share"),
-                 share(inside * spend, spend).alias(f"w{w}_spend_share")]
-    span = windows[0]
-    recent = F.sum(F.when(age < span, 1).otherwise(0))
-    before = F.sum(F.when((age >= span) & (age < 2 * span), 1).otherwise(0))
-    cols.append((F.log1p(recent) - F.log1p(before)).alias("trend"))
+        cols += [F.sum(inside).alias(f"w{w}_events"),
+                 F.sum(inside * is_purchase).alias(f"w{w}_purchases"),
+                 F.sum(inside * spend).alias(f"w{w}_spend")]
+    span = min(windows)
+    cols += [F.sum(F.when(age < span, 1).otherwise(0)).alias("recent"),
+             F.sum(F.when((age >= span) & (age < 2 * span), 1).otherwise(0)).alias("before")]
+    if totals:
+        cols += [F.count(F.lit(1)).cast("double").alias("events"),
+                 F.sum(is_purchase).alias("purchases"), F.sum(spend).alias("spend")]
     return events.groupBy("user_id").agg(*cols)
+
+
+def window_shares(sums: DataFrame, windows: list[int]) -> DataFrame:
+    """The windows group from :func:`window_sums` (a user without events in the windows may
+    have null sums: they count 0)."""
+    part = lambda name: F.coalesce(F.col(name), F.lit(0.0))
+    share = lambda name, whole: F.coalesce(part(name) / F.col(whole), F.lit(0.0))
+    cols: list[Column] = []
+    for w in windows:
+        cols += [share(f"w{w}_events", "events").alias(f"w{w}_event_share"),
+                 share(f"w{w}_purchases", "purchases").alias(f"w{w}_purchase_share"),
+                 share(f"w{w}_spend", "spend").alias(f"w{w}_spend_share")]
+    cols.append((F.log1p(part("recent")) - F.log1p(part("before"))).alias("trend"))
+    return sums.select("user_id", *cols)
+
+
+# Behaviour columns that count days back from as_of: they grow with it, event or not.
+AGEING_COLUMNS = ("recency_days", "tenure_days")
+
+
+def aged(aggregates: DataFrame, days: float) -> DataFrame:
+    """Users' aggregates ``days`` later, without new events: the days since their last and
+    first events grow; every other column but the windows group (:func:`aged_windows`)
+    does not depend on when it is read."""
+    return aggregates.select(*[
+        (F.col(c) + F.lit(days)).alias(c) if c in AGEING_COLUMNS else F.col(c)
+        for c in aggregates.columns])
+
+
+def aged_windows(aggregates: DataFrame, recent: DataFrame, as_of, windows: list[int],
+                 purchase_types: list[str]) -> DataFrame:
+    """The windows group of ``aggregates`` at ``as_of``: what falls inside each window from
+    ``recent`` (the users' events of at least :func:`window_lookback` days before it), the
+    totals from the behaviour group (n_events, n_purchases, monetary)."""
+    totals = aggregates.select("user_id", F.col("n_events").alias("events"),
+                               F.col("n_purchases").alias("purchases"),
+                               F.col("monetary").alias("spend"))
+    sums = window_sums(recent.join(totals.select("user_id"), "user_id", "left_semi"), as_of,
+                       windows, purchase_types, totals=False)
+    shares = window_shares(totals.join(sums, "user_id", "left"), windows)
+    names = [c for c in shares.columns if c != "user_id"]
+    return (aggregates.join(F.broadcast(shares).select("user_id", *[F.col(c).alias(f"_new_{c}") for c in names]),
+                            "user_id")
+            .select(*[F.col(f"_new_{c}").alias(c) if c in names else F.col(c)
+                      for c in aggregates.columns]))
 
 
 def diversity(events: DataFrame) -> DataFrame:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from delta.tables import DeltaTable
+from py4j.protocol import Py4JJavaError
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 from persona.errors import PersonaError, writing
@@ -9,6 +11,7 @@ from persona.errors import PersonaError, writing
 # The command that writes each table, named in the error a user sees when it is missing.
 WRITERS = {
     "silver/user_features": "features", "silver/user_labels": "features",
+    "silver/user_aggregates": "features",
     "gold/user_embeddings": "embed", "gold/user_segments": "segment",
     "gold/segment_profiles": "segment", "gold/segments": "segment",
     "gold/segment_history": "segment", "gold/segment_flows": "segment",
@@ -29,6 +32,18 @@ def writer(table: str) -> str | None:
 def merge_counts(changes: dict[str, int]) -> str:
     """The row counts of :meth:`Lake.merge` as a log phrase: ``3 inserted, 0 updated, ...``."""
     return ", ".join(f"{count} {kind}" for kind, count in changes.items())
+
+
+# Bronze tables record their change data feed: what `persona update` reads to find the users
+# whose events, profile or content changed since the last one.
+CHANGE_FEED = "delta.enableChangeDataFeed"
+
+
+def _writer(df: DataFrame, table: str, mode: str):
+    """A Delta writer of ``df`` to ``table``; a bronze table records its changes from its
+    creation on (:data:`CHANGE_FEED`; ignored when the table exists)."""
+    writer = df.write.format("delta").mode(mode)
+    return writer.option(CHANGE_FEED, "true") if table.startswith("bronze/") else writer
 
 
 class Lake:
@@ -65,9 +80,48 @@ class Lake:
             return None
         return DeltaTable.forPath(self.spark, self.path(table)).history(1).first()["version"]
 
-    def overwrite(self, df: DataFrame, table: str, partition_by: list[str] | None = None) -> None:
-        """Replace the table's content (and schema) with ``df``: re-runs give the same table."""
-        writer = df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+    def commit_metadata(self, table: str) -> str | None:
+        """The metadata kept with the table's latest commit, None when it has none."""
+        if not self.exists(table):
+            return None
+        return DeltaTable.forPath(self.spark, self.path(table)).history(1).first()["userMetadata"]
+
+    def record_changes(self, table: str) -> None:
+        """Turn on the change data feed of ``table`` (made before bronze tables recorded it)."""
+        table_ = DeltaTable.forPath(self.spark, self.path(table))
+        if table_.detail().first()["properties"].get(CHANGE_FEED) != "true":
+            self.spark.sql(f"ALTER TABLE delta.`{self.path(table)}` "
+                           f"SET TBLPROPERTIES ({CHANGE_FEED} = true)")
+
+    def changed_keys(self, since: dict[str, int], until: dict[str, int], key: str = "user_id",
+                     also: DataFrame | None = None) -> tuple[DataFrame, int] | None:
+        """The distinct ``key`` values of the rows written or deleted in each table of
+        ``until`` after its version in ``since`` up to its version in ``until``, from the
+        tables' change data feeds, and those of ``also``: persisted, and their number. None
+        when a table did not record the changes of all those versions (see
+        :data:`CHANGE_FEED`) or they were vacuumed."""
+        keys = also.select(key) if also is not None else self.spark.createDataFrame(
+            [], f"{key} string")
+        try:
+            for table, version in until.items():
+                if version > since[table]:
+                    keys = keys.unionByName(
+                        self.spark.read.format("delta").option("readChangeFeed", "true")
+                        .option("startingVersion", since[table] + 1)
+                        .option("endingVersion", version).load(self.path(table)).select(key))
+            keys = keys.distinct().persist()
+            return keys, keys.count()
+        except (AnalysisException, Py4JJavaError):
+            keys.unpersist()
+            return None
+
+    def overwrite(self, df: DataFrame, table: str, partition_by: list[str] | None = None,
+                  metadata: str | None = None) -> None:
+        """Replace the table's content (and schema) with ``df``: re-runs give the same table.
+        ``metadata`` is kept with the commit (:meth:`commit_metadata`)."""
+        writer = _writer(df, table, "overwrite").option("overwriteSchema", "true")
+        if metadata is not None:
+            writer = writer.option("userMetadata", metadata)
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         with writing(table, self.root):
@@ -75,14 +129,13 @@ class Lake:
 
     def append(self, df: DataFrame, table: str) -> None:
         with writing(table, self.root):
-            df.write.format("delta").mode("append").option("mergeSchema", "true").save(
-                self.path(table))
+            _writer(df, table, "append").option("mergeSchema", "true").save(self.path(table))
 
     def replace_where(self, df: DataFrame, table: str, condition: str) -> None:
         """Replace the rows matching the SQL ``condition`` with ``df`` (whose rows all match
         it), creating the table if needed: re-runs give the same table. Columns new in
         ``df`` are added to the table (null in its other rows)."""
-        writer = df.write.format("delta").mode("overwrite").option("mergeSchema", "true")
+        writer = _writer(df, table, "overwrite").option("mergeSchema", "true")
         if self.exists(table):
             writer = writer.option("replaceWhere", condition)
         with writing(table, self.root):

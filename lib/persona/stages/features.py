@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +25,9 @@ from persona.timestamps import parse_timestamp
 HELP = ("bronze (or the table of features.input.path) → silver/user_features, one scaled "
         "feature row per user")
 FEATURES_TABLE = "silver/user_features"
+# Each user's feature groups before filling and scaling, kept by every build so that
+# `persona update` can bring them forward without reading every user's history again.
+AGGREGATES_TABLE = "silver/user_aggregates"
 # Columns of silver/user_features that are not feature values.
 META_COLUMNS = ("user_id", "features", "feature_set_version", "as_of")
 
@@ -81,12 +85,15 @@ def _event_levels(ctx: StageContext, events) -> dict[str, list[str]]:
 
 
 def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
-                 leave_out: tuple[str, ...] = (), state: FeatureState | None = None) -> dict:
+                 leave_out: tuple[str, ...] = (), state: FeatureState | None = None,
+                 only: DataFrame | None = None) -> dict:
     """Each enabled feature group that the data supports, as a DataFrame keyed by user_id;
     a group the data cannot support is skipped with the reason logged. ``levels`` are the
     :func:`_event_levels` of ``events`` when the caller has them already; the ``items`` and
     ``text`` groups named in ``leave_out`` are not built. A frozen ``state`` gives the groups
-    and what they learned (nothing is fitted); an unfrozen one is filled with what is."""
+    and what they learned (nothing is fitted); an unfrozen one is filled with what is.
+    ``only`` (a frozen state's): the ``user_id`` of the users whose profiles and content to
+    read (``events`` are theirs already)."""
     cfg = ctx.config
     frozen = state is not None and state.frozen
     enabled = (list(state.groups) if frozen
@@ -118,7 +125,7 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
     users_conf = cfg.get("sources.users")
     if "profile" in enabled:
         if users_conf and ctx.lake.exists("bronze/users"):
-            out["profile"] = _profile(ctx, users_conf.attributes, state)
+            out["profile"] = _profile(ctx, users_conf.attributes, state, only)
         elif frozen:
             raise PersonaError(f"feature set {state.version} has the profile group and "
                                "bronze/users is missing: run `persona ingest`")
@@ -128,6 +135,8 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
     if {"content", "text"} & set(enabled):
         if cfg.get("sources.content") and ctx.lake.exists("bronze/content"):
             content = _bronze(ctx, "bronze/content").where(F.col("event_time") <= F.lit(as_of))
+            if only is not None:
+                content = content.join(only, "user_id", "left_semi")
             if "content" in enabled:
                 out["content"] = fx.content_stats(content)
             if "text" in enabled:
@@ -152,11 +161,14 @@ def build_groups(ctx: StageContext, events, as_of, levels: dict | None = None,
     return out
 
 
-def _profile(ctx: StageContext, attrs, state: FeatureState | None):
-    """The profile group: levels and fill values from a frozen ``state``, else fitted on
-    bronze/users (and kept in ``state``)."""
+def _profile(ctx: StageContext, attrs, state: FeatureState | None,
+             only: DataFrame | None = None):
+    """The profile group: levels and fill values from a frozen ``state`` (of the users of
+    ``only``, when given), else fitted on bronze/users (and kept in ``state``)."""
     users = _bronze(ctx, "bronze/users")
     if state is not None and state.frozen:
+        if only is not None:
+            users = users.join(only, "user_id", "left_semi")
         return fx.profile_attributes(users, state.profile_levels, list(attrs.numeric),
                                      state.profile_means)
     max_levels = ctx.config.get("features.max_levels")
@@ -314,6 +326,9 @@ class Built:
     layout: fx.SequenceLayout | None
     definition: dict = field(default_factory=dict)  # what the version hashes (fitted builds)
     stats: dict = field(default_factory=dict)  # column_stats of the fused columns (fitted)
+    aggregates: DataFrame | None = None  # the rows of silver/user_aggregates
+    inputs: dict = field(default_factory=dict)  # the bronze versions it read
+    recomputed: int | None = None  # users whose history was read again (None: every user)
 
 
 def _events(ctx: StageContext):
@@ -324,27 +339,123 @@ def _events(ctx: StageContext):
 
 
 @contextmanager
-def building(ctx: StageContext, frozen: FeatureState | None = None):
+def building(ctx: StageContext, frozen: FeatureState | None = None,
+             incremental: bool = False):
     """The feature rows of every user with events at ``features.as_of``, fitted on this data
-    or, with a ``frozen`` state, made with what that state learned; valid inside the block."""
+    or, with a ``frozen`` state, made with what that state learned; valid inside the block.
+    ``incremental`` (frozen only): from silver/user_aggregates when it can (:func:`_since`),
+    reading again only the history of users whose events, profile or content changed."""
+    inputs = _input_versions(ctx)
     events, as_of = _events(ctx)
+    cached = []  # persisted for the build, released at its end
+
+    def cache(df):
+        cached.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
     state = frozen or FeatureState()
+    since = _since(ctx, state, as_of, inputs) if incremental else None
     levels = state.levels if frozen else _event_levels(ctx, events)
-    groups = build_groups(ctx, events, as_of, levels, state=state)
     layout = _sequence_layout(ctx, levels, frozen)
-    base, *rest = groups.values()
-    if layout:
-        rest.append(fx.sequences(events, layout))
-    joined = fx.join_groups(base, rest).persist(StorageLevel.MEMORY_AND_DISK)
+    if since is None:
+        groups = build_groups(ctx, events, as_of, levels, state=state)
+        joined = _joined(groups, events, layout)
+    else:
+        cached.append(since.changed)
+        groups, joined = None, _brought_forward(ctx, events, as_of, state, layout, since,
+                                                cache)
+    joined = cache(joined)
     try:
         users = joined.count()
         if users == 0:
             raise PersonaError(f"no events at or before features.as_of={as_of}")
         built = (_apply(ctx, joined, state, layout) if frozen
                  else _fit(ctx, joined, groups, state, levels, layout))
-        yield replace(built, users=users, as_of=as_of)
+        yield replace(built, users=users, as_of=as_of, aggregates=joined, inputs=inputs,
+                      recomputed=None if since is None else since.recomputed)
     finally:
-        joined.unpersist()
+        for df in cached:
+            df.unpersist()
+
+
+def _joined(groups: dict, events, layout: fx.SequenceLayout | None):
+    """The groups (and the sequence) side by side, one row per user with events, absent
+    values still null: the rows of silver/user_aggregates."""
+    base, *rest = groups.values()
+    if layout:
+        rest.append(fx.sequences(events, layout))
+    return fx.join_groups(base, rest)
+
+
+@dataclass
+class _Since:
+    """What an incremental build starts from: the aggregates of the last build, at
+    ``as_of``, and the users whose bronze rows changed since (persisted)."""
+
+    aggregates: DataFrame
+    as_of: object
+    changed: DataFrame
+    recomputed: int
+
+
+def _since(ctx: StageContext, state: FeatureState, as_of, inputs: dict) -> _Since | None:
+    """The last build's aggregates, when the features at ``as_of`` can be brought forward
+    from them: made with the feature set ``state``, at or before ``as_of``, from the same
+    bronze tables, whose change data feeds say which users changed since (with the users
+    whose content is dated after the last build's as_of). Else None, the reason logged (the
+    build then reads every user's history)."""
+    text = ctx.lake.commit_metadata(AGGREGATES_TABLE)
+    last = json.loads(text) if text else None
+    why = None
+    if last is None or last.get("feature_set") != state.version:
+        why = "no aggregates of this feature set"
+    elif "outlook" in state.groups:
+        why = "the outlook group is predicted from every user's columns"
+    elif _pinned(ctx) or ctx.config.get("features.as_of") or not last.get("latest"):
+        why = "features.as_of or features.input_versions set for this build or the last"
+    elif set(last["inputs"]) != set(inputs):
+        why = "the bronze tables are not those of the last build"
+    elif dt.datetime.fromisoformat(last["as_of"]) > as_of:
+        why = f"the latest event ({as_of}) is before the last build's as_of ({last['as_of']})"
+    if why:
+        ctx.log.info("every user's history is read: %s", why)
+        return None
+    last_as_of = dt.datetime.fromisoformat(last["as_of"])
+    late = None
+    if {"content", "text"} & set(state.groups) and "bronze/content" in inputs:
+        # Content dated after the last build's as_of (its latest event) comes in now.
+        late = _bronze(ctx, "bronze/content").where(
+            (F.col("event_time") > F.lit(last_as_of)) & (F.col("event_time") <= F.lit(as_of)))
+    found = ctx.lake.changed_keys(last["inputs"], inputs, also=late)
+    if found is None:
+        ctx.log.info("every user's history is read: the bronze tables' change data feeds "
+                     "do not go back to the last build (%s)", last["inputs"])
+        return None
+    return _Since(ctx.lake.read(AGGREGATES_TABLE), last_as_of, *found)
+
+
+def _brought_forward(ctx: StageContext, events, as_of, state: FeatureState,
+                     layout: fx.SequenceLayout | None, since: _Since, cache):
+    """The aggregates at ``as_of``: the changed users' built from their whole history, the
+    others' aged from the last build (recency, tenure and the windows group, from the events
+    of its lookback only). ``cache`` persists the changed users' events, which every group
+    reads."""
+    changed = since.changed
+    own = cache(events.join(changed, "user_id", "left_semi"))
+    fresh = _joined(build_groups(ctx, own, as_of, state.levels, state=state, only=changed),
+                    own, layout)
+    kept = since.aggregates.join(changed, "user_id", "left_anti")
+    days = (as_of - since.as_of).total_seconds() / fx.SECONDS_PER_DAY
+    kept = fx.aged(kept, days)
+    if days > 0 and "windows" in state.groups:
+        windows = sorted(ctx.config.get("features.windows"))
+        start = as_of - dt.timedelta(days=fx.window_lookback(windows) + 1)
+        recent = events.where(F.col("event_time") > F.lit(start))
+        kept = fx.aged_windows(kept, recent, as_of, windows,
+                               list(ctx.config.get("features.purchase_types")))
+    ctx.log.info("%d users changed since the build at %s: their history is read again; "
+                 "the others' features age by %.2f days", since.recomputed, since.as_of, days)
+    return kept.unionByName(fresh)
 
 
 def _fit(ctx: StageContext, joined, groups: dict, state: FeatureState, levels: dict,
@@ -409,6 +520,7 @@ def run(ctx: StageContext) -> None:
         definition = {**built.definition, "as_of": str(built.as_of)}
         state.version = content_version(definition, sort_keys=True)
         ctx.lake.overwrite(_table(built), FEATURES_TABLE)
+        _keep_aggregates(ctx, built)
     save_state(ctx.lake, state)
     users, scaler, version = built.users, state.scaler, state.version
     names = [*state.groups, *(["sequence"] if layout else [])]
@@ -430,19 +542,32 @@ def run(ctx: StageContext) -> None:
     mlflow.log_dict(built.stats, "feature_quality.json")
 
 
+def _keep_aggregates(ctx: StageContext, built: Built) -> None:
+    """silver/user_aggregates: the build's rows before filling and scaling, with what they
+    were made from in the commit (feature set, as_of, bronze versions), for the next
+    incremental build."""
+    ctx.lake.overwrite(built.aggregates, AGGREGATES_TABLE, metadata=json.dumps({
+        "feature_set": built.state.version, "as_of": str(built.as_of),
+        "latest": not (ctx.config.get("features.as_of") or _pinned(ctx)),
+        "inputs": built.inputs}, sort_keys=True))
+
+
 def refresh(ctx: StageContext, state: FeatureState) -> dict[str, int]:
     """silver/user_features brought to ``features.as_of`` (default: the latest event) with
-    the frozen ``state``: only rows that changed are rewritten (a MERGE). Returns the
-    MERGE's row counts."""
-    with building(ctx, state) as built:
+    the frozen ``state``, incrementally (:func:`building`): only rows that changed are
+    rewritten (a MERGE). Returns the MERGE's row counts."""
+    with building(ctx, state, incremental=True) as built:
         changes = ctx.lake.merge(
             _table(built), FEATURES_TABLE, key="user_id",
             changed="t.features <> s.features OR t.as_of <> s.as_of "
                     "OR t.feature_set_version <> s.feature_set_version")
+        _keep_aggregates(ctx, built)
     ctx.log.info("%d users' features at %s with feature set %s (nothing fitted); merge: %s",
                  built.users, built.as_of, state.version,
                  merge_counts(changes))
     ctx.metric("users", built.users)
+    ctx.metric("users_recomputed",
+               built.users if built.recomputed is None else built.recomputed)
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)
     return changes

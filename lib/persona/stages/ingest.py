@@ -134,6 +134,8 @@ def write_batch(ctx: StageContext, spec: SourceSpec, key: bytes | None, quaranti
                        if reason is not None}
             ctx.log.info("%s: read %d rows from %s", spec.name, read, spec.path)
             batch_rows = f"{BATCH} = {batch}"
+            if not full and ctx.lake.exists(bronze_table):
+                ctx.lake.record_changes(bronze_table)
             for lake, table, rows in ((ctx.lake, bronze_table, accepted(validated, spec)),
                                       (quarantine_at, quarantine_table, rejected(validated))):
                 if full:
