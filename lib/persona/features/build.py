@@ -462,17 +462,25 @@ def window_sums(events: DataFrame, as_of, windows: list[int], purchase_types: li
 
 
 def window_shares(sums: DataFrame, windows: list[int]) -> DataFrame:
-    """The windows group from :func:`window_sums` (a user without events in the windows may
-    have null sums: they count 0)."""
+    """The windows group from :func:`window_sums`."""
+    shares = _share_columns(windows, "events", "purchases", "spend")
+    return sums.select("user_id", *[c.alias(name) for name, c in shares.items()])
+
+
+def _share_columns(windows: list[int], events: str, purchases: str, spend: str
+                   ) -> dict[str, Column]:
+    """The windows group's columns by name, over the window sums of :func:`window_sums` and
+    the totals in the columns ``events``, ``purchases`` and ``spend``; a user without events
+    in the windows may have null sums: they count 0."""
     part = lambda name: F.coalesce(F.col(name), F.lit(0.0))
     share = lambda name, whole: F.coalesce(part(name) / F.col(whole), F.lit(0.0))
-    cols: list[Column] = []
+    cols: dict[str, Column] = {}
     for w in windows:
-        cols += [share(f"w{w}_events", "events").alias(f"w{w}_event_share"),
-                 share(f"w{w}_purchases", "purchases").alias(f"w{w}_purchase_share"),
-                 share(f"w{w}_spend", "spend").alias(f"w{w}_spend_share")]
-    cols.append((F.log1p(part("recent")) - F.log1p(part("before"))).alias("trend"))
-    return sums.select("user_id", *cols)
+        cols[f"w{w}_event_share"] = share(f"w{w}_events", events)
+        cols[f"w{w}_purchase_share"] = share(f"w{w}_purchases", purchases)
+        cols[f"w{w}_spend_share"] = share(f"w{w}_spend", spend)
+    cols["trend"] = F.log1p(part("recent")) - F.log1p(part("before"))
+    return cols
 
 
 # Behaviour columns that count days back from as_of: they grow with it, event or not.
@@ -493,17 +501,11 @@ def aged_windows(aggregates: DataFrame, recent: DataFrame, as_of, windows: list[
     """The windows group of ``aggregates`` at ``as_of``: what falls inside each window from
     ``recent`` (the users' events of at least :func:`window_lookback` days before it), the
     totals from the behaviour group (n_events, n_purchases, monetary)."""
-    totals = aggregates.select("user_id", F.col("n_events").alias("events"),
-                               F.col("n_purchases").alias("purchases"),
-                               F.col("monetary").alias("spend"))
-    sums = window_sums(recent.join(totals.select("user_id"), "user_id", "left_semi"), as_of,
-                       windows, purchase_types, totals=False)
-    shares = window_shares(totals.join(sums, "user_id", "left"), windows)
-    names = [c for c in shares.columns if c != "user_id"]
-    return (aggregates.join(F.broadcast(shares).select("user_id", *[F.col(c).alias(f"_new_{c}") for c in names]),
-                            "user_id")
-            .select(*[F.col(f"_new_{c}").alias(c) if c in names else F.col(c)
-                      for c in aggregates.columns]))
+    sums = window_sums(recent.join(aggregates.select("user_id"), "user_id", "left_semi"),
+                       as_of, windows, purchase_types, totals=False)
+    shares = _share_columns(windows, "n_events", "n_purchases", "monetary")
+    return aggregates.join(sums, "user_id", "left").select(*[
+        shares[c].alias(c) if c in shares else F.col(c) for c in aggregates.columns])
 
 
 def diversity(events: DataFrame) -> DataFrame:

@@ -292,6 +292,12 @@ def _bronze(ctx: StageContext, table: str):
     return ctx.lake.read(table, _pinned(ctx).get(table))
 
 
+def _at_latest(ctx: StageContext) -> bool:
+    """Whether the build reads the bronze tables as they are, up to their latest event
+    (neither ``features.as_of`` nor ``features.input_versions`` set)."""
+    return not (ctx.config.get("features.as_of") or _pinned(ctx))
+
+
 def _input_versions(ctx: StageContext) -> dict[str, int]:
     """The Delta version of every input this build read."""
     pinned = _pinned(ctx)
@@ -406,21 +412,21 @@ def _since(ctx: StageContext, state: FeatureState, as_of, inputs: dict) -> _Sinc
     build then reads every user's history)."""
     text = ctx.lake.commit_metadata(AGGREGATES_TABLE)
     last = json.loads(text) if text else None
+    last_as_of = last and dt.datetime.fromisoformat(last["as_of"])
     why = None
     if last is None or last.get("feature_set") != state.version:
         why = "no aggregates of this feature set"
     elif "outlook" in state.groups:
         why = "the outlook group is predicted from every user's columns"
-    elif _pinned(ctx) or ctx.config.get("features.as_of") or not last.get("latest"):
+    elif not (_at_latest(ctx) and last.get("latest")):
         why = "features.as_of or features.input_versions set for this build or the last"
     elif set(last["inputs"]) != set(inputs):
         why = "the bronze tables are not those of the last build"
-    elif dt.datetime.fromisoformat(last["as_of"]) > as_of:
+    elif last_as_of > as_of:
         why = f"the latest event ({as_of}) is before the last build's as_of ({last['as_of']})"
     if why:
         ctx.log.info("every user's history is read: %s", why)
         return None
-    last_as_of = dt.datetime.fromisoformat(last["as_of"])
     late = None
     if {"content", "text"} & set(state.groups) and "bronze/content" in inputs:
         # Content dated after the last build's as_of (its latest event) comes in now.
@@ -548,7 +554,7 @@ def _keep_aggregates(ctx: StageContext, built: Built) -> None:
     incremental build."""
     ctx.lake.overwrite(built.aggregates, AGGREGATES_TABLE, metadata=json.dumps({
         "feature_set": built.state.version, "as_of": str(built.as_of),
-        "latest": not (ctx.config.get("features.as_of") or _pinned(ctx)),
+        "latest": _at_latest(ctx),
         "inputs": built.inputs}, sort_keys=True))
 
 
