@@ -144,8 +144,8 @@ def _users(n_per_segment=40):
 
 def test_surrogate_tree_recovers_separable_segments(spark):
     data = spark.createDataFrame(_users(), ["user_id", "time_weekend", "monetary", "segment"])
-    surrogate = ex.fit_surrogate(data.drop("segment"), data.select("user_id", "segment"),
-                                 ["time_weekend", "monetary"], depth=2, seed=7, holdout=0.25)
+    surrogate = ex.fit_surrogate(data, ["time_weekend", "monetary"], depth=2, seed=7,
+                                 holdout=0.25)
     assert surrogate.holdout_users > 0
     assert surrogate.fidelity == 1.0
     assert surrogate.recall == {0: 1.0, 1: 1.0}

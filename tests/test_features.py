@@ -177,8 +177,13 @@ def test_level_names_are_column_safe():
     assert fx.level_name("  ") == "blank"
 
 
+def windows_group(events, as_of, windows=(7, 30)):
+    return fx.window_shares(fx.window_sums(events, as_of, list(windows), ["purchase"]),
+                            list(windows))
+
+
 def test_activity_windows_and_trend(events):
-    rows = by_user(fx.activity_windows(events, AS_OF, [7, 30], ["purchase"]))
+    rows = by_user(windows_group(events, AS_OF))
     u1, u2 = rows["u1"], rows["u2"]
     # u1's events are 8.67, 8.65 and 5.17 days before as_of; u2's one event 1 day before.
     # u1: 1 of 3 events, 1 of 2 purchases and 10 of 40 spent in the last 7 days.
@@ -191,15 +196,28 @@ def test_activity_windows_and_trend(events):
     assert u2["trend"] == pytest.approx(math.log(2))
 
 
+def aggregates_at(events, as_of, windows=(7, 30)):
+    """The behaviour and windows groups with the window sums, as silver/user_aggregates
+    keeps them."""
+    sums = fx.window_sums(events, as_of, list(windows), ["purchase"])
+    return (fx.behaviour(events, as_of, ["purchase"])
+            .join(fx.window_shares(sums, list(windows)), "user_id")
+            .join(fx.kept_window_sums(sums), "user_id"))
+
+
+def flat(row: dict) -> dict:
+    """A row with its window sums struct spread into ``sums.<name>`` keys."""
+    out = {k: v for k, v in row.items() if k != fx.WINDOW_SUMS}
+    return out | {f"sums.{k}": v for k, v in row[fx.WINDOW_SUMS].asDict().items()}
+
+
 def test_aged_aggregates_are_those_of_a_later_as_of_without_new_events(events):
     """Three days later, with no new event: recency and tenure grow by 3; u1's events
     (11.67, 11.65 and 8.17 days back) leave the 7-day window, u2's (4 days back) stays."""
     later = datetime(2025, 1, 13)
-    behaviour = fx.behaviour(events, AS_OF, ["purchase"])
-    windows = fx.activity_windows(events, AS_OF, [7, 30], ["purchase"])
-    aggregates = behaviour.join(windows, "user_id")
-    recent = events.where(events.event_time > later - timedelta(days=fx.window_lookback([7, 30])))
-    aged = fx.aged_windows(fx.aged(aggregates, 3.0), recent, later, [7, 30], ["purchase"])
+    aggregates = aggregates_at(events, AS_OF)
+    aged = fx.aged_windows(fx.aged(aggregates, 3.0), events, AS_OF, later, [7, 30],
+                           ["purchase"])
     assert aged.columns == aggregates.columns
     rows = by_user(aged)
     u1, u2 = rows["u1"], rows["u2"]
@@ -209,12 +227,30 @@ def test_aged_aggregates_are_those_of_a_later_as_of_without_new_events(events):
     assert (u1["w7_event_share"], u1["w7_purchase_share"], u1["w7_spend_share"]) == (0, 0, 0)
     assert (u1["w30_event_share"], u1["w30_purchase_share"], u1["w30_spend_share"]) == (1, 1, 1)
     assert u1["trend"] == pytest.approx(-math.log(4))  # none recent, 3 in the week before
+    # The 5.17-day-old event (10 spent) moved out of the last week into the week before.
+    sums = u1[fx.WINDOW_SUMS]
+    assert (sums["w7_events"], sums["w7_spend"], sums["recent"], sums["before"]) == (0, 0, 0, 3)
     assert (u2["w7_event_share"], u2["w7_purchase_share"], u2["trend"]) == \
         (1, 0, pytest.approx(math.log(2)))
-    rebuilt = by_user(fx.behaviour(events, later, ["purchase"]).join(
-        fx.activity_windows(events, later, [7, 30], ["purchase"]), "user_id"))
+    rebuilt = by_user(aggregates_at(events, later))
     for user, row in rows.items():
-        assert row == pytest.approx(rebuilt[user])
+        assert flat(row) == pytest.approx(flat(rebuilt[user]))
+
+
+@pytest.mark.parametrize("days", [0.5, 10, 40])
+def test_window_sums_moved_forward_equal_those_rebuilt_later(events, days):
+    """Half a day, more than the trend's spans (u2's event leaves the last week and the week
+    before it at once) and more than every window (all shares 0): moving the sums forward
+    gives what building them at the later time gives."""
+    later = AS_OF + timedelta(days=days)
+    aged = by_user(fx.aged_windows(fx.aged(aggregates_at(events, AS_OF), days), events,
+                                   AS_OF, later, [7, 30], ["purchase"]))
+    rebuilt = by_user(aggregates_at(events, later))
+    assert set(aged) == set(rebuilt)
+    for user, row in aged.items():
+        assert flat(row) == pytest.approx(flat(rebuilt[user]))
+    if days == 40:
+        assert all(row["w30_event_share"] == 0 and row["trend"] == 0 for row in aged.values())
 
 
 def test_diversity(spark):

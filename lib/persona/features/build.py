@@ -6,10 +6,12 @@ network's input vector.
 """
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -417,70 +419,102 @@ class Scaler:
         return df.withColumn(output, F.array(*scaled))
 
 
-def activity_windows(events: DataFrame, as_of, windows: list[int],
-                     purchase_types: list[str]) -> DataFrame:
-    """When the activity happened: the share of the user's events, purchases and spend that
-    fall in each trailing window of ``windows`` days, and a trend.
+def window_lookback(windows: list[int]) -> int:
+    """Days before ``as_of`` that the windows group (:func:`window_shares`) looks at: events
+    older than this count only in the totals."""
+    return max(max(windows), 2 * min(windows))
+
+
+def window_sums(events: DataFrame, as_of, windows: list[int], purchase_types: list[str]
+                ) -> DataFrame:
+    """What :func:`window_shares` divides: per user, the events, purchases and spend in each
+    window (``w<days>_events``, ``_purchases``, ``_spend``), the events of the trend's two
+    spans (``recent``, ``before``) and all of them (``events``, ``purchases``, ``spend``: the
+    behaviour group's n_events, n_purchases and monetary)."""
+    terms = _window_terms(windows, purchase_types)
+    inside = _window_spans(windows, _age(as_of))
+    is_purchase, spend = _purchase_values(purchase_types)
+    return events.groupBy("user_id").agg(
+        *[F.sum(inside[span].cast("double") * value).alias(name)
+          for name, (span, value) in terms.items()],
+        F.count(F.lit(1)).cast("double").alias("events"),
+        F.sum(is_purchase).alias("purchases"), F.sum(spend).alias("spend"))
+
+
+def _age(as_of) -> Column:
+    """Days from each event to ``as_of``."""
+    return (F.unix_timestamp(F.lit(as_of).cast("timestamp"))
+            - F.unix_timestamp("event_time")) / SECONDS_PER_DAY
+
+
+def _purchase_values(purchase_types: list[str]) -> tuple[Column, Column]:
+    """Per event: 1 for a purchase (else 0), and its spend (0 for anything else)."""
+    is_purchase = F.col("event_type").isin(purchase_types).cast("double")
+    spend = F.when(is_purchase == 1, F.coalesce(F.col("amount"), F.lit(0.0))).otherwise(0.0)
+    return is_purchase, spend
+
+
+def _window_spans(windows: list[int], age: Column) -> dict[str, Column]:
+    """Whether an event of ``age`` days falls in each window (``w<days>``) and in the
+    trend's span before the shortest one (``before``)."""
+    span = min(windows)
+    inside = {f"w{w}": age < w for w in windows}
+    inside["before"] = (age >= span) & (age < 2 * span)
+    return inside
+
+
+def _window_terms(windows: list[int], purchase_types: list[str]
+                  ) -> dict[str, tuple[str, Column]]:
+    """Each window sum by name: the span it counts (:func:`_window_spans`) and what an event
+    adds to it."""
+    is_purchase, spend = _purchase_values(purchase_types)
+    terms = {}
+    for w in windows:
+        terms |= {f"w{w}_events": (f"w{w}", F.lit(1.0)),
+                  f"w{w}_purchases": (f"w{w}", is_purchase),
+                  f"w{w}_spend": (f"w{w}", spend)}
+    return terms | {"recent": (f"w{min(windows)}", F.lit(1.0)), "before": ("before", F.lit(1.0))}
+
+
+def window_shares(sums: DataFrame, windows: list[int]) -> DataFrame:
+    """The windows group, from :func:`window_sums`: when the activity happened, the share of
+    the user's events, purchases and spend that fall in each trailing window of ``windows``
+    days, and a trend.
 
     Shares rather than counts, so that the group describes timing and leaves the amount of
     activity to the behaviour group (counts again here would weigh volume twice).
     ``trend`` compares the last ``windows[0]`` days with the same span just before it
     (log ratio: > 0 when the user is speeding up, < 0 when slowing down).
     """
-    return window_shares(window_sums(events, as_of, windows, purchase_types), windows)
-
-
-def window_lookback(windows: list[int]) -> int:
-    """Days before ``as_of`` that :func:`activity_windows` looks at: events older than this
-    count only in the totals."""
-    return max(max(windows), 2 * min(windows))
-
-
-def window_sums(events: DataFrame, as_of, windows: list[int], purchase_types: list[str],
-                totals: bool = True) -> DataFrame:
-    """What :func:`window_shares` divides: per user, the events, purchases and spend in each
-    window (``w<days>_events``, ``_purchases``, ``_spend``), the events of the trend's two
-    spans (``recent``, ``before``) and, with ``totals``, all of them (``events``,
-    ``purchases``, ``spend``: the behaviour group's n_events, n_purchases and monetary)."""
-    age = (F.unix_timestamp(F.lit(as_of).cast("timestamp"))
-           - F.unix_timestamp("event_time")) / SECONDS_PER_DAY
-    is_purchase = F.col("event_type").isin(purchase_types).cast("double")
-    spend = F.when(is_purchase == 1, F.coalesce(F.col("amount"), F.lit(0.0))).otherwise(0.0)
-    cols: list[Column] = []
-    for w in windows:
-        inside = (age < w).cast("double")
-        cols += [F.sum(inside).alias(f"w{w}_events"),
-                 F.sum(inside * is_purchase).alias(f"w{w}_purchases"),
-                 F.sum(inside * spend).alias(f"w{w}_spend")]
-    span = min(windows)
-    cols += [F.sum(F.when(age < span, 1).otherwise(0)).alias("recent"),
-             F.sum(F.when((age >= span) & (age < 2 * span), 1).otherwise(0)).alias("before")]
-    if totals:
-        cols += [F.count(F.lit(1)).cast("double").alias("events"),
-                 F.sum(is_purchase).alias("purchases"), F.sum(spend).alias("spend")]
-    return events.groupBy("user_id").agg(*cols)
-
-
-def window_shares(sums: DataFrame, windows: list[int]) -> DataFrame:
-    """The windows group from :func:`window_sums`."""
-    shares = _share_columns(windows, "events", "purchases", "spend")
+    shares = _share_columns(windows, F.col)
     return sums.select("user_id", *[c.alias(name) for name, c in shares.items()])
 
 
-def _share_columns(windows: list[int], events: str, purchases: str, spend: str
-                   ) -> dict[str, Column]:
-    """The windows group's columns by name, over the window sums of :func:`window_sums` and
-    the totals in the columns ``events``, ``purchases`` and ``spend``; a user without events
-    in the windows may have null sums: they count 0."""
-    part = lambda name: F.coalesce(F.col(name), F.lit(0.0))
-    share = lambda name, whole: F.coalesce(part(name) / F.col(whole), F.lit(0.0))
+def _share_columns(windows: list[int], sum_of: Callable[[str], Column]) -> dict[str, Column]:
+    """The windows group's columns by name, over the sums of :func:`window_sums`, each given
+    by name by ``sum_of``; a user without events in the windows may have null sums: they
+    count 0."""
+    part = lambda name: F.coalesce(sum_of(name), F.lit(0.0))
+    share = lambda name, whole: F.coalesce(part(name) / sum_of(whole), F.lit(0.0))
     cols: dict[str, Column] = {}
     for w in windows:
-        cols[f"w{w}_event_share"] = share(f"w{w}_events", events)
-        cols[f"w{w}_purchase_share"] = share(f"w{w}_purchases", purchases)
-        cols[f"w{w}_spend_share"] = share(f"w{w}_spend", spend)
+        cols[f"w{w}_event_share"] = share(f"w{w}_events", "events")
+        cols[f"w{w}_purchase_share"] = share(f"w{w}_purchases", "purchases")
+        cols[f"w{w}_spend_share"] = share(f"w{w}_spend", "spend")
     cols["trend"] = F.log1p(part("recent")) - F.log1p(part("before"))
     return cols
+
+
+# Each user's window sums (:func:`window_sums`) as one struct column of
+# silver/user_aggregates: what :func:`aged_windows` moves forward.
+WINDOW_SUMS = "window_sums"
+
+
+def kept_window_sums(sums: DataFrame) -> DataFrame:
+    """``user_id`` and the :data:`WINDOW_SUMS` struct of :func:`window_sums`' rows (all of
+    their columns: the windows group reads the same, so Spark computes them once)."""
+    return sums.select("user_id", F.struct(*[c for c in sums.columns if c != "user_id"])
+                       .alias(WINDOW_SUMS))
 
 
 # Behaviour columns that count days back from as_of: they grow with it, event or not.
@@ -496,16 +530,31 @@ def aged(aggregates: DataFrame, days: float) -> DataFrame:
         for c in aggregates.columns])
 
 
-def aged_windows(aggregates: DataFrame, recent: DataFrame, as_of, windows: list[int],
+def aged_windows(aggregates: DataFrame, events: DataFrame, since, as_of, windows: list[int],
                  purchase_types: list[str]) -> DataFrame:
-    """The windows group of ``aggregates`` at ``as_of``: what falls inside each window from
-    ``recent`` (the users' events of at least :func:`window_lookback` days before it), the
-    totals from the behaviour group (n_events, n_purchases, monetary)."""
-    sums = window_sums(recent.join(aggregates.select("user_id"), "user_id", "left_semi"),
-                       as_of, windows, purchase_types, totals=False)
-    shares = _share_columns(windows, "n_events", "n_purchases", "monetary")
-    return aggregates.join(sums, "user_id", "left").select(*[
-        shares[c].alias(c) if c in shares else F.col(c) for c in aggregates.columns])
+    """The windows group and :data:`WINDOW_SUMS` of ``aggregates``, made at ``since``, moved
+    to ``as_of`` for users without events after ``since``: each sum less what its span lost
+    and plus what it gained in between, read from the events that changed span (of
+    ``events``, which may hold other users'); the totals stay."""
+    terms = _window_terms(windows, purchase_types)
+    before, after = _window_spans(windows, _age(since)), _window_spans(windows, _age(as_of))
+    moved = {span: after[span].cast("double") - before[span].cast("double") for span in after}
+    lookback = window_lookback(windows)  # no span reaches further back
+    changes = (events.where((F.col("event_time") > F.lit(since - dt.timedelta(days=lookback)))
+                            & (F.col("event_time") <= F.lit(as_of)))
+               .where(F.greatest(*[F.abs(m) for m in moved.values()]) > 0)
+               .groupBy("user_id")
+               .agg(*[F.sum(moved[span] * value).alias(f"_moved_{name}")
+                      for name, (span, value) in terms.items()]))
+    kept = lambda name: F.col(f"{WINDOW_SUMS}.{name}")
+    now = {name: kept(name) + F.coalesce(F.col(f"_moved_{name}"), F.lit(0.0))
+           if name in terms else kept(name)  # the totals: no new events
+           for name in aggregates.schema[WINDOW_SUMS].dataType.fieldNames()}
+    shares = _share_columns(windows, now.__getitem__)
+    return aggregates.join(changes, "user_id", "left").select(*[
+        shares[c].alias(c) if c in shares
+        else F.struct(*[v.alias(n) for n, v in now.items()]).alias(WINDOW_SUMS)
+        if c == WINDOW_SUMS else F.col(c) for c in aggregates.columns])
 
 
 def diversity(events: DataFrame) -> DataFrame:

@@ -238,14 +238,13 @@ class Surrogate:
     holdout_users: int
 
 
-def fit_surrogate(features: DataFrame, segments: DataFrame, columns: list[str],
-                  depth: int = 3, seed: int = 7, holdout: float = 0.2,
-                  min_users: int = 5) -> Surrogate:
-    """Fit a decision tree of at most ``depth`` levels on a split of the users and
-    measure on the held-out users how often it agrees with the segment assignment."""
+def fit_surrogate(users: DataFrame, columns: list[str], depth: int = 3, seed: int = 7,
+                  holdout: float = 0.2, min_users: int = 5) -> Surrogate:
+    """Fit a decision tree of at most ``depth`` levels on a split of the ``users`` (their
+    ``user_id``, ``segment`` and feature ``columns``) and measure on the held-out users how
+    often it agrees with the segment assignment."""
     data = VectorAssembler(inputCols=columns, outputCol="_x").transform(
-        segments.select("user_id", F.col("segment").cast("double").alias("_y"))
-        .join(features.select("user_id", *columns), "user_id"))
+        users.select("user_id", F.col("segment").cast("double").alias("_y"), *columns))
     train, test = split_users(data, holdout, seed)
     tree = DecisionTreeClassifier(featuresCol="_x", labelCol="_y", maxDepth=depth, seed=seed,
                                   minInstancesPerNode=min_users).fit(train)

@@ -20,12 +20,12 @@ def centroid_distance(column: str, segment: str, centers: list[list[float]]) -> 
     return F.sqrt(F.aggregate(squares, F.lit(0.0).cast("double"), lambda acc, x: acc + x))
 
 
-def feature_stats(features: DataFrame, segments: DataFrame, columns: list[str]):
-    """Per-segment and population means (and population std) of the feature columns.
+def feature_stats(joined: DataFrame, columns: list[str]):
+    """Per-segment and population means (and population std) of the feature ``columns`` of
+    ``joined`` (each user's ``segment`` and features).
 
     Returns ``(per_segment, population)``: small results (k rows and one row).
     """
-    joined = segments.select("user_id", "segment").join(features, "user_id")
     per_segment = joined.groupBy("segment").agg(
         F.count(F.lit(1)).alias("size"), *[F.avg(c).alias(c) for c in columns])
     population = joined.agg(

@@ -226,8 +226,7 @@ def _event_groups(ctx: StageContext, events, as_of, levels: dict, enabled: list[
     purchases = list(cfg.get("features.purchase_types"))
     out = {"behaviour": fx.behaviour(events, as_of, purchases)}
     if "windows" in enabled:
-        windows = sorted(cfg.get("features.windows"))
-        out["windows"] = fx.activity_windows(events, as_of, windows, purchases)
+        out["windows"] = fx.window_shares(_window_sums(ctx, events, as_of), _windows(ctx))
     if "diversity" in enabled:
         out["diversity"] = fx.diversity(events)
     if "event_mix" in enabled:
@@ -245,6 +244,17 @@ def _event_groups(ctx: StageContext, events, as_of, levels: dict, enabled: list[
     if "time" in enabled:
         out["time"] = fx.time_profile(events)
     return out
+
+
+def _windows(ctx: StageContext) -> list[int]:
+    return sorted(ctx.config.get("features.windows"))
+
+
+def _window_sums(ctx: StageContext, events, as_of):
+    """:func:`fx.window_sums` of ``events`` with the configured windows: the windows group
+    divides them, silver/user_aggregates keeps them (the same plan: Spark computes it once)."""
+    return fx.window_sums(events, as_of, _windows(ctx),
+                          list(ctx.config.get("features.purchase_types")))
 
 
 def _sequence_layout(ctx: StageContext, levels: dict,
@@ -365,7 +375,7 @@ def building(ctx: StageContext, frozen: FeatureState | None = None,
     layout = _sequence_layout(ctx, levels, frozen)
     if since is None:
         groups = build_groups(ctx, events, as_of, levels, state=state)
-        joined = _joined(groups, events, layout)
+        joined = _joined(ctx, groups, events, as_of, layout)
     else:
         cached.append(since.changed)
         groups, joined = None, _brought_forward(ctx, events, as_of, state, layout, since,
@@ -375,8 +385,9 @@ def building(ctx: StageContext, frozen: FeatureState | None = None,
         users = joined.count()
         if users == 0:
             raise PersonaError(f"no events at or before features.as_of={as_of}")
-        built = (_apply(ctx, joined, state, layout) if frozen
-                 else _fit(ctx, joined, groups, state, levels, layout))
+        rows = joined.drop(fx.WINDOW_SUMS)
+        built = (_apply(ctx, rows, state, layout) if frozen
+                 else _fit(ctx, rows, groups, state, levels, layout))
         yield replace(built, users=users, as_of=as_of, aggregates=joined, inputs=inputs,
                       recomputed=None if since is None else since.recomputed)
     finally:
@@ -384,12 +395,15 @@ def building(ctx: StageContext, frozen: FeatureState | None = None,
             df.unpersist()
 
 
-def _joined(groups: dict, events, layout: fx.SequenceLayout | None):
+def _joined(ctx: StageContext, groups: dict, events, as_of, layout: fx.SequenceLayout | None):
     """The groups (and the sequence) side by side, one row per user with events, absent
-    values still null: the rows of silver/user_aggregates."""
+    values still null, with the window sums of the windows group: the rows of
+    silver/user_aggregates."""
     base, *rest = groups.values()
     if layout:
         rest.append(fx.sequences(events, layout))
+    if "windows" in groups:
+        rest.append(fx.kept_window_sums(_window_sums(ctx, events, as_of)))
     return fx.join_groups(base, rest)
 
 
@@ -424,6 +438,9 @@ def _since(ctx: StageContext, state: FeatureState, as_of, inputs: dict) -> _Sinc
         why = "the bronze tables are not those of the last build"
     elif last_as_of > as_of:
         why = f"the latest event ({as_of}) is before the last build's as_of ({last['as_of']})"
+    elif ("windows" in state.groups
+          and fx.WINDOW_SUMS not in ctx.lake.read(AGGREGATES_TABLE).columns):
+        why = "the last build's aggregates have no window sums"
     if why:
         ctx.log.info("every user's history is read: %s", why)
         return None
@@ -443,21 +460,18 @@ def _since(ctx: StageContext, state: FeatureState, as_of, inputs: dict) -> _Sinc
 def _brought_forward(ctx: StageContext, events, as_of, state: FeatureState,
                      layout: fx.SequenceLayout | None, since: _Since, cache):
     """The aggregates at ``as_of``: the changed users' built from their whole history, the
-    others' aged from the last build (recency, tenure and the windows group, from the events
-    of its lookback only). ``cache`` persists the changed users' events, which every group
-    reads."""
+    others' aged from the last build (recency, tenure, and the window sums moved by the few
+    events that changed window in between). ``cache`` persists the changed users' events,
+    which every group reads."""
     changed = since.changed
     own = cache(events.join(changed, "user_id", "left_semi"))
-    fresh = _joined(build_groups(ctx, own, as_of, state.levels, state=state, only=changed),
-                    own, layout)
+    fresh = _joined(ctx, build_groups(ctx, own, as_of, state.levels, state=state, only=changed),
+                    own, as_of, layout)
     kept = since.aggregates.join(changed, "user_id", "left_anti")
     days = (as_of - since.as_of).total_seconds() / fx.SECONDS_PER_DAY
     kept = fx.aged(kept, days)
     if days > 0 and "windows" in state.groups:
-        windows = sorted(ctx.config.get("features.windows"))
-        start = as_of - dt.timedelta(days=fx.window_lookback(windows) + 1)
-        recent = events.where(F.col("event_time") > F.lit(start))
-        kept = fx.aged_windows(kept, recent, as_of, windows,
+        kept = fx.aged_windows(kept, events, since.as_of, as_of, _windows(ctx),
                                list(ctx.config.get("features.purchase_types")))
     ctx.log.info("%d users changed since the build at %s: their history is read again; "
                  "the others' features age by %.2f days", since.recomputed, since.as_of, days)
@@ -560,20 +574,36 @@ def _keep_aggregates(ctx: StageContext, built: Built) -> None:
 
 def refresh(ctx: StageContext, state: FeatureState) -> dict[str, int]:
     """silver/user_features brought to ``features.as_of`` (default: the latest event) with
-    the frozen ``state``, incrementally (:func:`building`): only rows that changed are
-    rewritten (a MERGE). Returns the MERGE's row counts."""
+    the frozen ``state``, incrementally (:func:`building`). When ``as_of`` moved, every
+    user's row changes (recency ages): the table is replaced; else only rows that changed are
+    rewritten (a MERGE). Returns the row counts: inserted, updated, deleted."""
     with building(ctx, state, incremental=True) as built:
-        changes = ctx.lake.merge(
-            _table(built), FEATURES_TABLE, key="user_id",
-            changed="t.features <> s.features OR t.as_of <> s.as_of "
-                    "OR t.feature_set_version <> s.feature_set_version")
+        rows = _table(built)
+        current = ctx.lake.read(FEATURES_TABLE).select("as_of", "feature_set_version").first()
+        if current is not None and tuple(current) != (built.as_of, state.version):
+            changes = _replaced(ctx, rows, built.users)
+        else:
+            changes = ctx.lake.merge(
+                rows, FEATURES_TABLE, key="user_id",
+                changed="t.features <> s.features OR t.as_of <> s.as_of "
+                        "OR t.feature_set_version <> s.feature_set_version")
         _keep_aggregates(ctx, built)
-    ctx.log.info("%d users' features at %s with feature set %s (nothing fitted); merge: %s",
-                 built.users, built.as_of, state.version,
-                 merge_counts(changes))
+    ctx.log.info("%d users' features at %s with feature set %s (nothing fitted): %s",
+                 built.users, built.as_of, state.version, merge_counts(changes))
     ctx.metric("users", built.users)
     ctx.metric("users_recomputed",
                built.users if built.recomputed is None else built.recomputed)
     for kind, count in changes.items():
         ctx.metric(f"rows_{kind}", count)
     return changes
+
+
+def _replaced(ctx: StageContext, rows: DataFrame, users: int) -> dict[str, int]:
+    """silver/user_features overwritten with ``rows`` (``users`` of them), every one of
+    which differs from the table's (another ``as_of``); the counts a MERGE would give."""
+    before = ctx.lake.read(FEATURES_TABLE, ctx.lake.version(FEATURES_TABLE)).select("user_id")
+    keys = rows.select("user_id")
+    inserted = keys.join(before, "user_id", "left_anti").count()
+    deleted = before.join(keys, "user_id", "left_anti").count()
+    ctx.lake.overwrite(rows, FEATURES_TABLE)
+    return {"inserted": inserted, "updated": users - inserted, "deleted": deleted}

@@ -137,18 +137,25 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
     columns = feature_columns(features)
     groups = feature_groups(features) if "features" in features.columns else {}
     readable = readable_columns(columns, groups)
-    per_segment, population = feature_stats(features, segments, columns)
-    pop = population.first().asDict()
-    rows = per_segment.orderBy("segment").collect()
+    # Read by the statistics and by every pass of the tree.
+    users = (segments.select("user_id", "segment").join(features.select("user_id", *columns),
+                                                        "user_id")
+             .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        per_segment, population = feature_stats(users, columns)
+        pop = population.first().asDict()
+        rows = per_segment.orderBy("segment").collect()
+        surrogate = fit_surrogate(users, readable,
+                                  depth=ctx.config.get("segment.surrogate_depth"),
+                                  seed=ctx.config.get("segment.seed"))
+    finally:
+        users.unpersist()
     total = sum(r["size"] for r in rows)
     numeric = ctx.config.get("sources.users.attributes.numeric") or []
     minimum = ctx.config.get(MIN_SIZE)
     z = {int(r["segment"]): standardised_differences(r.asDict(), pop, columns) for r in rows}
     z_readable = {s: {c: v for c, v in zs.items() if c in readable} for s, zs in z.items()}
     names = segment_names(z_readable)
-    surrogate = fit_surrogate(features, segments, readable,
-                              depth=ctx.config.get("segment.surrogate_depth"),
-                              seed=ctx.config.get("segment.seed"))
     rules = segment_rules(surrogate.tree, readable, numeric_attributes=numeric)
     ctx.metric("surrogate_fidelity", surrogate.fidelity)
     mlflow.log_dict({"columns": readable, "tree": surrogate.tree,
