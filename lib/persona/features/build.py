@@ -69,8 +69,6 @@ def _share(condition: Column, total: Column) -> Column:
 def behaviour(events: DataFrame, as_of, purchase_types: list[str]) -> DataFrame:
     """Recency, frequency, monetary value and activity of each user up to ``as_of``."""
     is_purchase = F.col("event_type").isin(purchase_types)
-    as_of_ts = F.lit(as_of).cast("timestamp")
-    days = lambda ts: (F.unix_timestamp(as_of_ts) - F.unix_timestamp(ts)) / SECONDS_PER_DAY
     agg = events.groupBy("user_id").agg(
         F.count(F.lit(1)).alias("n_events"),
         F.countDistinct("session_id").alias("n_sessions"),
@@ -83,8 +81,8 @@ def behaviour(events: DataFrame, as_of, purchase_types: list[str]) -> DataFrame:
     )
     return agg.select(
         "user_id",
-        days(F.col("_last")).alias("recency_days"),
-        days(F.col("_first")).alias("tenure_days"),
+        _age(as_of, "_last").alias("recency_days"),
+        _age(as_of, "_first").alias("tenure_days"),
         F.col("n_events").cast("double"),
         F.col("n_sessions").cast("double"),
         F.col("active_days").cast("double"),
@@ -441,10 +439,10 @@ def window_sums(events: DataFrame, as_of, windows: list[int], purchase_types: li
         F.sum(is_purchase).alias("purchases"), F.sum(spend).alias("spend"))
 
 
-def _age(as_of) -> Column:
-    """Days from each event to ``as_of``."""
+def _age(as_of, time: str = "event_time") -> Column:
+    """Days from the timestamp column ``time`` (each event's, by default) to ``as_of``."""
     return (F.unix_timestamp(F.lit(as_of).cast("timestamp"))
-            - F.unix_timestamp("event_time")) / SECONDS_PER_DAY
+            - F.unix_timestamp(time)) / SECONDS_PER_DAY
 
 
 def _purchase_values(purchase_types: list[str]) -> tuple[Column, Column]:
