@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from delta.tables import DeltaTable
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
@@ -69,6 +70,11 @@ def test_first_update_on_the_data_the_models_saw_changes_no_row(updated):
 def test_update_brings_new_events_in_with_the_models_in_use(updated):
     lake, second = updated["lake"], updated["second"]
     assert second["features"]["rows_inserted"] == 1  # the newcomer
+    # as_of moved, so every row changed: the table was replaced, counted as a MERGE would.
+    assert (second["features"]["rows_updated"], second["features"]["rows_deleted"]) == \
+        (second["features"]["users"] - 1, 0)
+    assert DeltaTable.forPath(lake.spark, lake.path("silver/user_features")) \
+        .history(1).first()["operation"] == "WRITE"
     # Only the users whose bronze rows changed, or whose content is dated after the last
     # as_of, have their history read again; the others' features are aged.
     assert 2 <= second["features"]["users_recomputed"] < second["features"]["users"] / 10
