@@ -90,8 +90,10 @@ SECTIONS = {
         "the largest feature PSI and segment share change, and whether retraining was due "
         "and ran; beside them a full rebuild (every file ingested again, then features, "
         "train, embed, segment) on the last day, and a run with nothing new (whose tables "
-        "must keep their Delta versions). The update rebuilds every user's features from "
-        "bronze with the frozen feature set: it saves training, not feature building.",
+        "must keep their Delta versions). Runs made before 35f6f52 rebuilt every user's "
+        "features from bronze with the frozen feature set; since then the update reads again "
+        "only the users whose events, profile or content changed and brings the others "
+        "forward from silver/user_aggregates.",
         ".venv/bin/python benchmarks/replay.py --start 2011-11-21 --days 10"),
     "update": (
         "The daily update beside a full rebuild (generated users)",

@@ -197,8 +197,11 @@ def test_short_numbers_only_in_user_id_cells(spark, tmp_path):
     looked_for = needles(spark, config)
     table = spark.createDataFrame([("12346", "12346", "x u-00000042,y"), ("x", "12346 7", "")],
                                   "user_id string, item_id string, note string")
-    found = {(f.where, f.count) for f in table_findings("t", table, looked_for)}
-    assert found == {("t.user_id", 1), ("t.note", 1)}
+    other = spark.createDataFrame([("u-00000042", 12346)], "user_id string, n long")
+    numbers = spark.createDataFrame([(12346,)], "n long")  # no text column: nothing to read
+    found = {(f.where, f.count) for f in table_findings(
+        {"t": table, "numbers": numbers, "other": other}, looked_for)}
+    assert found == {("t.user_id", 1), ("t.note", 1), ("other.user_id", 1)}
 
 
 @pytest.mark.parametrize("overrides, line", [

@@ -106,15 +106,21 @@ def cell_tokens(df: DataFrame) -> DataFrame | None:
     return whole.unionByName(split)
 
 
-def table_findings(table: str, df: DataFrame, looked_for: DataFrame) -> list[Finding]:
-    """Distinct values of ``looked_for`` in each column of ``df``, by kind."""
-    tokens = cell_tokens(df)
-    if tokens is None:
+def table_findings(tables: dict[str, DataFrame], looked_for: DataFrame) -> list[Finding]:
+    """Distinct values of ``looked_for`` in each column of each of ``tables`` (by name), by
+    kind: one join of every table's tokens, so that ``looked_for`` is shuffled once."""
+    parts = [tokens.select(F.lit(name).alias("table"), "*") for name, tokens in
+             ((name, cell_tokens(df)) for name, df in tables.items()) if tokens is not None]
+    if not parts:
         return []
+    tokens = parts[0]
+    for part in parts[1:]:
+        tokens = tokens.unionByName(part)
     hits = (tokens.join(looked_for, tokens["token"] == looked_for["value"])
             .where(~F.col("short") | (F.col("whole") & (F.col("column") == ID_COLUMN)))
-            .groupBy("column", "kind").agg(F.countDistinct("value").alias("n")))
-    return sorted(Finding(f"{table}.{r['column']}", r["kind"], r["n"]) for r in hits.collect())
+            .groupBy("table", "column", "kind").agg(F.countDistinct("value").alias("n")))
+    return sorted(Finding(f"{r['table']}.{r['column']}", r["kind"], r["n"])
+                  for r in hits.collect())
 
 
 def text_files(spark: SparkSession, root: str) -> DataFrame | None:
@@ -197,9 +203,8 @@ def privacy_check(spark: SparkSession, config) -> str:
             .collect()}
         findings: list[Finding] = []
         tables = delta_tables(spark, lake_root, vault_root(config))
-        for table in tables:
-            df = spark.read.format("delta").load(f"{lake_root}/{table}")
-            findings += table_findings(table, df, looked_for)
+        findings += table_findings({t: spark.read.format("delta").load(f"{lake_root}/{t}")
+                                    for t in tables}, looked_for)
         files = 0
         report_dir = f"{lake_root}/{REPORT.rsplit('/', 1)[0]}"
         for root in (artifact_root(config), report_dir):
