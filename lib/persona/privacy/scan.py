@@ -12,6 +12,7 @@ looked for only as whole cells of ``user_id`` columns, never in other columns or
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import reduce
 
 import mlflow
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -55,6 +56,11 @@ def short(value: Column) -> Column:
     return (number & (digits < SHORT_NUMBER_DIGITS)) | (F.length(value) < SHORT_LENGTH)
 
 
+def _union(parts: list[DataFrame]) -> DataFrame:
+    """The rows of every frame of ``parts`` (not empty), matched by column name."""
+    return reduce(DataFrame.unionByName, parts)
+
+
 def needles(spark: SparkSession, config) -> DataFrame:
     """(kind, value, short): every raw user id and every value of a declared personal
     column of the configured raw sources, trimmed, distinct."""
@@ -72,10 +78,7 @@ def needles(spark: SparkSession, config) -> DataFrame:
                 parts.append(raw.select(F.lit(f"values of {spec.name}.{name}").alias("kind"),
                                         F.trim(F.col(f"`{name}`").cast("string"))
                                         .alias("value")))
-    found = parts[0]
-    for part in parts[1:]:
-        found = found.unionByName(part)
-    found = found.where(F.col("value").isNotNull() & (F.col("value") != "")).distinct()
+    found = _union(parts).where(F.col("value").isNotNull() & (F.col("value") != "")).distinct()
     return found.withColumn("short", short(F.col("value")))
 
 
@@ -96,10 +99,7 @@ def cell_tokens(df: DataFrame) -> DataFrame | None:
                                F.explode(values).alias("cell")))
     if not cells:
         return None
-    union = cells[0]
-    for part in cells[1:]:
-        union = union.unionByName(part)
-    union = union.where(F.col("cell").isNotNull())
+    union = _union(cells).where(F.col("cell").isNotNull())
     whole = union.select("column", F.trim("cell").alias("token"), F.lit(True).alias("whole"))
     split = union.select("column", F.explode(F.split("cell", SEPARATORS)).alias("token"),
                          F.lit(False).alias("whole"))
@@ -109,13 +109,14 @@ def cell_tokens(df: DataFrame) -> DataFrame | None:
 def table_findings(tables: dict[str, DataFrame], looked_for: DataFrame) -> list[Finding]:
     """Distinct values of ``looked_for`` in each column of each of ``tables`` (by name), by
     kind: one join of every table's tokens, so that ``looked_for`` is shuffled once."""
-    parts = [tokens.select(F.lit(name).alias("table"), "*") for name, tokens in
-             ((name, cell_tokens(df)) for name, df in tables.items()) if tokens is not None]
+    parts = []
+    for name, df in tables.items():
+        tokens = cell_tokens(df)
+        if tokens is not None:
+            parts.append(tokens.select(F.lit(name).alias("table"), "*"))
     if not parts:
         return []
-    tokens = parts[0]
-    for part in parts[1:]:
-        tokens = tokens.unionByName(part)
+    tokens = _union(parts)
     hits = (tokens.join(looked_for, tokens["token"] == looked_for["value"])
             .where(~F.col("short") | (F.col("whole") & (F.col("column") == ID_COLUMN)))
             .groupBy("table", "column", "kind").agg(F.countDistinct("value").alias("n")))
