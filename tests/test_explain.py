@@ -10,6 +10,7 @@ from persona.lake.tables import Lake
 from persona.runtime.context import StageContext
 from persona.runtime.tracking import stage_run
 from persona.segmentation import explain as ex
+from persona.segmentation.profiles import feature_stats
 from persona.stages import segment
 from tests.conftest import make_config
 
@@ -45,6 +46,20 @@ def test_standardised_differences_skip_constant_features():
         "spend 200 vs 100 overall (+2.0 sd)", "weekend share 10% vs 30% overall (-1.0 sd)"]
     assert ex.ranked({"text_0": 3.0, "monetary": -2.0, "cat_books": 2.0}) == [
         "cat_books", "monetary"]
+
+
+def test_feature_stats_per_segment_and_population(spark):
+    # segment 0: a = 1, 3 (mean 2), b = 10, None (mean 10, the null left out);
+    # segment 1: a = 5, b = 4. Population: a = 1, 3, 5 (mean 3, std sqrt(8/3)); b = 10, 4
+    # (mean 7, std 3).
+    joined = spark.createDataFrame(
+        [("u1", 0, 1.0, 10.0), ("u2", 0, 3.0, None), ("u3", 1, 5.0, 4.0)],
+        "user_id string, segment int, a double, b double")
+    per_segment, population = feature_stats(joined, ["a", "b"])
+    assert per_segment == [{"segment": 0, "size": 2, "a": 2.0, "b": 10.0},
+                           {"segment": 1, "size": 1, "a": 5.0, "b": 4.0}]
+    assert population == pytest.approx({"mean_a": 3.0, "std_a": (8 / 3) ** 0.5,
+                                        "mean_b": 7.0, "std_b": 3.0})
 
 
 def test_channel_shares_read_as_shares():

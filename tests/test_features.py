@@ -3,8 +3,10 @@ import math
 from datetime import datetime, timedelta
 
 import pytest
+from pyspark.sql import functions as F
 
 from persona.features import build as fx
+from persona.runtime.spark import column_cells
 
 pytestmark = pytest.mark.unit
 
@@ -79,6 +81,15 @@ def test_profile_attributes_handle_missing_and_rare_levels(spark):
     assert rows["u2"]["attr_age"] == 40.0 and rows["u2"]["attr_age_missing"] == 1.0
     assert rows["u2"]["attr_gender_missing"] == 1.0
     assert rows["u3"]["attr_gender_other"] == 1.0
+
+
+def test_column_cells_one_row_per_row_and_column(spark):
+    df = spark.createDataFrame([("u1", 0, 1, None), ("u2", 1, 2, 3.5)],
+                               "user_id string, segment int, a int, b double")
+    cells = column_cells(df, {"a": F.col("a"), "b2": F.col("b") * 2}, keep=("segment",))
+    assert cells.columns == ["segment", "position", "name", "value"]
+    assert sorted(tuple(r) for r in cells.collect()) == [
+        (0, 0, "a", 1.0), (0, 1, "b2", None), (1, 0, "a", 2.0), (1, 1, "b2", 7.0)]
 
 
 def test_absent_counts_are_zero_and_absent_levels_the_mean(spark, events):

@@ -19,6 +19,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 from persona.ingest.validation import BATCH
+from persona.runtime.spark import column_cells
 
 SECONDS_PER_DAY = 86400.0
 # Hour-of-day buckets: name -> [start, end)
@@ -354,15 +355,18 @@ def fill_joined(joined: DataFrame, groups: list[DataFrame], method: str = "regre
 
 
 def column_stats(df: DataFrame, columns: list[str]) -> dict[str, dict]:
-    """Share of nulls, min, max and mean of each column, in one aggregation."""
-    aggs = []
-    for c in columns:
-        aggs += [F.avg(F.col(c).isNull().cast("double")).alias(f"n_{c}"),
-                 F.min(c).alias(f"lo_{c}"), F.max(c).alias(f"hi_{c}"),
-                 F.avg(c).alias(f"m_{c}")]
-    row = df.agg(*aggs).first().asDict()
-    return {c: {"null_share": float(row[f"n_{c}"]), "min": row[f"lo_{c}"],
-                "max": row[f"hi_{c}"], "mean": row[f"m_{c}"]} for c in columns}
+    """Share of nulls, min, max and mean of each column, in one aggregation of its cells
+    (:func:`persona.runtime.spark.column_cells`); min, max and mean are None for a column
+    without values."""
+    rows = column_cells(df, {c: F.col(c) for c in columns}).groupBy("name").agg(
+        F.avg(F.col("value").isNull().cast("double")).alias("null_share"),
+        F.min("value").alias("min"), F.max("value").alias("max"),
+        F.avg("value").alias("mean")).collect()
+    found = {r["name"]: r for r in rows}
+    return {c: {"null_share": float(found[c]["null_share"]) if c in found else 1.0,
+                "min": found[c]["min"] if c in found else None,
+                "max": found[c]["max"] if c in found else None,
+                "mean": found[c]["mean"] if c in found else None} for c in columns}
 
 
 @dataclass
@@ -385,22 +389,22 @@ class Scaler:
     @classmethod
     def fit(cls, df: DataFrame, groups: dict[str, list[str]], clip: float = 5.0,
             group_weights: dict[str, float] | None = None) -> "Scaler":
-        """Means and standard deviations in one Spark aggregation.
+        """Means and standard deviations in one aggregation of the columns' cells
+        (:func:`persona.runtime.spark.column_cells`).
 
         Each group's columns are weighted by 1/sqrt(group size), so that every group
         contributes the same total variance and a wide group cannot drown a narrow one;
         ``group_weights`` (default 1) multiplies a group's columns on top of that.
         """
         columns = [c for cols in groups.values() for c in cols]
-        aggs = []
-        for c in columns:
-            aggs += [F.avg(cls._pre(c)).alias(f"m_{c}"), F.stddev_pop(cls._pre(c)).alias(f"s_{c}")]
-        stats = df.agg(*aggs).first().asDict()
+        stats = {r["name"]: r for r in column_cells(df, {c: cls._pre(c) for c in columns})
+                 .groupBy("name").agg(F.avg("value").alias("mean"),
+                                      F.stddev_pop("value").alias("std")).collect()}
         weights = {c: (group_weights or {}).get(name, 1.0) / math.sqrt(len(cols))
                    for name, cols in groups.items() for c in cols}
         return cls(columns,
-                   {c: float(stats[f"m_{c}"] or 0.0) for c in columns},
-                   {c: float(stats[f"s_{c}"] or 0.0) for c in columns},
+                   {c: float(stats[c]["mean"] or 0.0) if c in stats else 0.0 for c in columns},
+                   {c: float(stats[c]["std"] or 0.0) if c in stats else 0.0 for c in columns},
                    weights, clip)
 
     def constant_columns(self) -> list[str]:

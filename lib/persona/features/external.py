@@ -84,8 +84,8 @@ def user_rows(df: DataFrame, id_column: str, mapping: dict[str, str],
 
 def fill_means(df: DataFrame, columns: list[str]) -> DataFrame:
     """Missing values → the column's mean (0 for a column with no values)."""
-    means = df.agg(*[F.avg(c).alias(c) for c in columns]).first().asDict()
-    return df.fillna({c: float(means[c] or 0.0) for c in columns})
+    stats = column_stats(df, columns)
+    return df.fillna({c: float(stats[c]["mean"] or 0.0) for c in columns})
 
 
 def raw_vector(df: DataFrame, columns: list[str], output: str = "features",

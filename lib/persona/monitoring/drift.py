@@ -18,6 +18,8 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
+from persona.runtime.spark import column_cells
+
 DRIFT_TABLE = "gold/drift"
 # Each segment's share and mean distance to its centre when its model was fitted.
 SEGMENT_REFERENCE_TABLE = "meta/segment_reference"
@@ -47,18 +49,17 @@ def quantile_edges(df: DataFrame, columns: list[str], bins: int = BINS) -> dict[
 def bin_shares(df: DataFrame, edges: dict[str, list[float]]) -> DataFrame:
     """(name, bin, share) of each column of ``df`` binned on ``edges``: bin i holds the
     values in (edge[i-1], edge[i]], the last bin those above every edge; a null goes to
-    :data:`NULL_BIN`. One pass over ``df``; the columns become one array and the edges one
-    constant, so the generated code stays small however many columns there are."""
+    :data:`NULL_BIN`. One pass over the cells of ``df``
+    (:func:`persona.runtime.spark.column_cells`) with the edges as one constant, so that the
+    generated code stays small however many columns there are."""
     names = list(edges)
-    cells = df.select(F.posexplode(F.array(*[F.col(c).cast("double") for c in names]))
-                      .alias("position", "value"))
+    cells = column_cells(df, {c: F.col(c) for c in names})
     inner = F.element_at(F.array(*[F.array(*[F.lit(float(e)) for e in edges[c]])
                                    if edges[c] else F.array().cast("array<double>")
                                    for c in names]), F.col("position") + 1)
     above = F.size(F.filter(inner, lambda e: F.col("value") > e))
     binned = cells.select(
-        F.element_at(F.array(*[F.lit(c) for c in names]), F.col("position") + 1).alias("name"),
-        F.when(F.col("value").isNull(), F.lit(NULL_BIN)).otherwise(above).cast("int")
+        "name", F.when(F.col("value").isNull(), F.lit(NULL_BIN)).otherwise(above).cast("int")
         .alias("bin"))
     counts = binned.groupBy("name", "bin").count()
     return (counts.withColumn("share", F.col("count") / F.sum("count").over(

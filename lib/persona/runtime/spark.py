@@ -6,7 +6,8 @@ import os
 import sys
 
 from pyspark import SparkConf, SparkContext
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from persona.config import Config
 from persona.logs import QUIET_ENV, get_logger
@@ -31,6 +32,24 @@ def iterated_partitions(df: DataFrame, rows: int) -> DataFrame:
     """``df`` (of about ``rows`` rows) in one partition per
     :data:`ROWS_PER_ITERATED_PARTITION` rows, at least one; fewer partitions, no shuffle."""
     return df.coalesce(max(1, -(-rows // ROWS_PER_ITERATED_PARTITION)))
+
+
+def column_cells(df: DataFrame, values: dict[str, Column], keep: tuple[str, ...] = ()
+                 ) -> DataFrame:
+    """``df`` in long form: for each of its rows and each entry of ``values`` (a name and a
+    numeric column), the ``keep`` columns, ``position`` (the entry's index), ``name`` and
+    ``value`` (a double).
+
+    Statistics of many columns are aggregations of these cells grouped by name: one small
+    generated program however many columns there are. Hundreds of aggregates over the wide
+    frame give Spark generated code too large to compile, and it falls back to interpreted
+    code: with 300 columns, seconds of planning on a few thousand rows and four times the
+    time of the cells at 100,000."""
+    names = F.array(*[F.lit(n) for n in values])
+    cells = df.select(*keep, F.posexplode(F.array(*[v.cast("double") for v in values.values()]))
+                      .alias("position", "value"))
+    return cells.select(*keep, "position", F.element_at(names, F.col("position") + 1)
+                        .alias("name"), "value")
 
 
 def delta_jars_dir() -> str:

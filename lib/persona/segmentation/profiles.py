@@ -6,6 +6,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import ArrayType, MapType
 
+from persona.runtime.spark import column_cells
+
 
 def with_vector(df: DataFrame, column: str = "embedding", output: str = "vector") -> DataFrame:
     """Add an MLlib vector column made from an array<float> column."""
@@ -20,18 +22,25 @@ def centroid_distance(column: str, segment: str, centers: list[list[float]]) -> 
     return F.sqrt(F.aggregate(squares, F.lit(0.0).cast("double"), lambda acc, x: acc + x))
 
 
-def feature_stats(joined: DataFrame, columns: list[str]):
+def feature_stats(joined: DataFrame, columns: list[str]) -> tuple[list[dict], dict]:
     """Per-segment and population means (and population std) of the feature ``columns`` of
-    ``joined`` (each user's ``segment`` and features).
+    ``joined`` (each user's ``segment`` and features), from the columns' cells
+    (:func:`persona.runtime.spark.column_cells`).
 
-    Returns ``(per_segment, population)``: small results (k rows and one row).
+    Returns ``(per_segment, population)``: per segment in segment order, ``segment``,
+    ``size`` and each column's mean; ``mean_<column>`` and ``std_<column>``.
     """
-    per_segment = joined.groupBy("segment").agg(
-        F.count(F.lit(1)).alias("size"), *[F.avg(c).alias(c) for c in columns])
-    population = joined.agg(
-        *[F.avg(c).alias(f"mean_{c}") for c in columns],
-        *[F.stddev_pop(c).alias(f"std_{c}") for c in columns])
-    return per_segment, population
+    cells = column_cells(joined, {c: F.col(c) for c in columns}, keep=("segment",))
+    per_segment: dict[int, dict] = {}
+    for r in cells.groupBy("segment", "name").agg(F.count(F.lit(1)).alias("size"),
+                                                  F.avg("value").alias("mean")).collect():
+        row = per_segment.setdefault(r["segment"], {"segment": r["segment"], "size": r["size"]})
+        row[r["name"]] = r["mean"]
+    population = {}
+    for r in cells.groupBy("name").agg(F.avg("value").alias("mean"),
+                                       F.stddev_pop("value").alias("std")).collect():
+        population[f"mean_{r['name']}"], population[f"std_{r['name']}"] = r["mean"], r["std"]
+    return [per_segment[s] for s in sorted(per_segment)], population
 
 
 # What a suppressed segment's profile keeps: its size and what is not about its users.

@@ -142,9 +142,7 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
                                                         "user_id")
              .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        per_segment, population = feature_stats(users, columns)
-        pop = population.first().asDict()
-        rows = per_segment.orderBy("segment").collect()
+        rows, pop = feature_stats(users, columns)
         surrogate = fit_surrogate(users, readable,
                                   depth=ctx.config.get("segment.surrogate_depth"),
                                   seed=ctx.config.get("segment.seed"))
@@ -153,7 +151,7 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
     total = sum(r["size"] for r in rows)
     numeric = ctx.config.get("sources.users.attributes.numeric") or []
     minimum = ctx.config.get(MIN_SIZE)
-    z = {int(r["segment"]): standardised_differences(r.asDict(), pop, columns) for r in rows}
+    z = {int(r["segment"]): standardised_differences(r, pop, columns) for r in rows}
     z_readable = {s: {c: v for c, v in zs.items() if c in readable} for s, zs in z.items()}
     names = segment_names(z_readable)
     rules = segment_rules(surrogate.tree, readable, numeric_attributes=numeric)
@@ -163,7 +161,7 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
                      "holdout_users": surrogate.holdout_users}, "surrogate_tree.json")
     out = []
     for r in rows:
-        s, means = int(r["segment"]), r.asDict()
+        s, means = int(r["segment"]), r
         top, description = describe(means, pop, z_readable[s], numeric_attributes=numeric)
         out.append((s, int(r["size"]), r["size"] / total, description, top,
                     {c: float(means[c]) for c in columns},
