@@ -9,6 +9,7 @@ import os
 from datetime import datetime
 
 import mlflow
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -193,6 +194,18 @@ def test_roc_auc_counts_a_tie_as_half_a_pair_and_averages_classes_present(spark)
     # a: 0.6, 0.3 above 0.2, 0.1 (1); b: 0.5 above 0.3, 0.2, not 0.6 (2/3); c: 0.7 above
     # every other (1); d has no user and is left out: (1 + 2/3 + 1) / 3.
     assert tx.roc_auc(multi, ["a", "b", "c", "d"]) == pytest.approx(8 / 9)
+
+
+def test_roc_auc_agrees_with_scikit_learn_on_many_scores(spark):
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 2000)
+    yes = np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0, 1).astype(np.float32)
+    df = spark.createDataFrame([(int(a), [float(1 - b), float(b)]) for a, b in zip(y, yes)],
+                               "y int, proba array<float>")
+    # Probabilities in one bin of 1/10,000 tie: a few pairs in a million.
+    assert tx.roc_auc(df, ["no", "yes"]) == pytest.approx(roc_auc_score(y, yes), abs=1e-4)
 
 
 # ---------------------------------------------------------------- configuration
