@@ -363,10 +363,8 @@ def column_stats(df: DataFrame, columns: list[str]) -> dict[str, dict]:
         F.min("value").alias("min"), F.max("value").alias("max"),
         F.avg("value").alias("mean")).collect()
     found = {r["name"]: r for r in rows}
-    return {c: {"null_share": float(found[c]["null_share"]) if c in found else 1.0,
-                "min": found[c]["min"] if c in found else None,
-                "max": found[c]["max"] if c in found else None,
-                "mean": found[c]["mean"] if c in found else None} for c in columns}
+    none = {"null_share": 1.0, "min": None, "max": None, "mean": None}
+    return {c: {k: found[c][k] for k in none} if c in found else dict(none) for c in columns}
 
 
 @dataclass
@@ -397,14 +395,14 @@ class Scaler:
         ``group_weights`` (default 1) multiplies a group's columns on top of that.
         """
         columns = [c for cols in groups.values() for c in cols]
-        stats = {r["name"]: r for r in column_cells(df, {c: cls._pre(c) for c in columns})
+        stats = {r["name"]: r.asDict() for r in column_cells(df, {c: cls._pre(c) for c in columns})
                  .groupBy("name").agg(F.avg("value").alias("mean"),
                                       F.stddev_pop("value").alias("std")).collect()}
         weights = {c: (group_weights or {}).get(name, 1.0) / math.sqrt(len(cols))
                    for name, cols in groups.items() for c in cols}
         return cls(columns,
-                   {c: float(stats[c]["mean"] or 0.0) if c in stats else 0.0 for c in columns},
-                   {c: float(stats[c]["std"] or 0.0) if c in stats else 0.0 for c in columns},
+                   {c: float(stats.get(c, {}).get("mean") or 0.0) for c in columns},
+                   {c: float(stats.get(c, {}).get("std") or 0.0) for c in columns},
                    weights, clip)
 
     def constant_columns(self) -> list[str]:
