@@ -5,8 +5,8 @@
 Prints the adjusted Rand index, NMI and ACC of gold/user_segments against truth.csv, the same
 by how many events a user has, and the wall time of every stage. For scale, it also prints
 what a supervised classifier reaches on the same features: multinomial logistic regression
-(MLlib) trained on 70% of the users with their planted segment, scored on the other 30%;
-no segmentation can be expected to do much better than that. Scoring reads only small
+(MLlib) trained on 70% of the users with their planted segment, scored on the other 30%,
+overall and by events per user; no segmentation can be expected to do much better than that. Scoring reads only small
 contingency tables, counted in Spark. The run is written to benchmarks/results/ as JSON
 (``benchmarks/render.py`` puts it in docs/results.md).
 """
@@ -43,10 +43,26 @@ def line(label: str, users: int, metrics: dict[str, float]) -> list:
     return [label, users, metrics["ari"], metrics["nmi"], metrics["acc"]]
 
 
+def by_activity(scored: DataFrame, features: DataFrame, predicted: str,
+                prefix: str) -> list[list]:
+    """A row per band of ``ACTIVITY_BANDS`` (events per user, from the behaviour group)."""
+    if "n_events" not in features.columns:
+        return []
+    active = scored.join(features.select("user_id", "n_events"), "user_id")
+    rows = []
+    for low, high in ACTIVITY_BANDS:
+        band = active.where(F.col("n_events") >= low)
+        if high:
+            band = band.where(F.col("n_events") < high)
+        label = f"{low} to {high - 1} events" if high else f"{low} or more events"
+        rows.append(line(f"{prefix}users with {label}", band.count(), scores(band, predicted)))
+    return rows
+
+
 def supervised_reference(features: DataFrame, truth: DataFrame, seed: int) -> DataFrame:
     """Held-out users with the ``prediction`` of a logistic regression trained on the others."""
     data = features.join(truth, "user_id").select(
-        array_to_vector("features").alias("v"), "planted",
+        "user_id", array_to_vector("features").alias("v"), "planted",
         F.col("planted").cast("double").alias("label"))
     train, test = data.randomSplit([0.7, 0.3], seed=seed)
     model = LogisticRegression(featuresCol="v", maxIter=200, regParam=1e-4).fit(train)
@@ -80,18 +96,12 @@ def main() -> None:
                      F.col("segment").cast("int").alias("planted")))
     features = lake.read("silver/user_features")
     found = lake.read("gold/user_segments").join(truth, "user_id")
-    rows = [line("all users", found.count(), scores(found, "segment"))]
-    if "n_events" in features.columns:  # built by the behaviour group
-        active = found.join(features.select("user_id", "n_events"), "user_id")
-        for low, high in ACTIVITY_BANDS:
-            band = active.where(F.col("n_events") >= low)
-            if high:
-                band = band.where(F.col("n_events") < high)
-            label = f"{low} to {high - 1} events" if high else f"{low} or more events"
-            rows.append(line(f"users with {label}", band.count(), scores(band, "segment")))
+    rows = [line("all users", found.count(), scores(found, "segment")),
+            *by_activity(found, features, "segment", "")]
     reference = supervised_reference(features, truth, args.seed)
     rows.append(line("supervised reference (logistic regression, 30% held out)",
                      reference.count(), scores(reference, "prediction")))
+    rows += by_activity(reference, features, "prediction", "supervised reference, ")
     recovery = {"title": f"{counts['users']:,} users, {counts['events']:,} events: "
                          "segments against the planted truth",
                 "columns": ["users", "count", "ARI", "NMI", "ACC"], "rows": rows}
