@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import mlflow
 
 from persona.monitoring.drift import DRIFT_COLUMNS, DRIFT_TABLE
 from persona.runtime.context import StageContext
@@ -21,7 +20,7 @@ def record_drift(ctx: StageContext, rows: list[tuple[str, str, float]], now: dat
 def announce(ctx: StageContext, reasons: list[str]) -> None:
     """Tag the run with whether retraining is due (and the stage's result: metric
     ``retrain_due``, 1 or 0) and log each reason."""
-    mlflow.set_tag("retrain_due", str(bool(reasons)).lower())
+    ctx.set_tag("retrain_due", str(bool(reasons)).lower())
     ctx.metric("retrain_due", float(bool(reasons)))
     for reason in reasons:
         ctx.log.info("retraining due: %s", reason)

@@ -27,7 +27,24 @@ class StageContext:
     def metric(self, name: str, value: float) -> None:
         """Record a metric in MLflow and in the stage's result."""
         self.metrics[name] = value
-        mlflow.log_metric(name, value)
+        self.log_metrics({name: value})
+
+    # MLflow's active run is per thread: these name the stage's run, so that the steps a
+    # stage runs side by side (persona.runtime.spark.side_by_side) log to it too.
+    def log_metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        """Metrics of the stage's MLflow run that are not part of its result."""
+        mlflow.log_metrics(values, step=step, run_id=self.run_id or None)
+
+    def set_tag(self, key: str, value: str) -> None:
+        """A tag of the stage's MLflow run."""
+        if self.run_id:
+            mlflow.MlflowClient().set_tag(self.run_id, key, value)
+        else:
+            mlflow.set_tag(key, value)
+
+    def log_dict(self, value: dict, artifact: str) -> None:
+        """A JSON artifact of the stage's MLflow run."""
+        mlflow.log_dict(value, artifact, run_id=self.run_id or None)
 
 
 def run_stage(stage: str, fn, config: Config) -> dict:

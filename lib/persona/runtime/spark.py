@@ -4,8 +4,10 @@ from __future__ import annotations
 import glob
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
-from pyspark import SparkConf, SparkContext
+from pyspark import SparkConf, SparkContext, inheritable_thread_target
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -26,6 +28,15 @@ log = get_logger("spark")
 # Rows per partition of a frame that many small jobs iterate over (K-Means, a logistic
 # regression, the evaluation of a tag): on fewer rows, a job's cost is its tasks' overhead.
 ROWS_PER_ITERATED_PARTITION = 200_000
+
+
+def side_by_side(*steps: Callable[[], object]) -> list:
+    """Run ``steps`` in threads (Spark's local properties inherited) and return their results
+    in order, once all are done; the first (in order) that failed raises. For independent
+    steps of small Spark jobs and Delta commits, whose latency, not the cores, bounds them."""
+    with ThreadPoolExecutor(len(steps)) as pool:
+        futures = [pool.submit(inheritable_thread_target(step)) for step in steps]
+    return [future.result() for future in futures]
 
 
 def iterated_partitions(df: DataFrame, rows: int) -> DataFrame:

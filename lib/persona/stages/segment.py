@@ -27,7 +27,7 @@ from persona.monitoring.policy import Measures, retrain_reasons
 from persona.monitoring.record import announce, record_drift
 from persona.privacy.suppression import MIN_SIZE, note, suppressed
 from persona.runtime.context import StageContext
-from persona.runtime.spark import iterated_partitions
+from persona.runtime.spark import iterated_partitions, side_by_side
 from persona.segmentation.dec import METHODS as REFINEMENTS
 from persona.segmentation.dec import dec_spec, refine
 from persona.segmentation.explain import (describe, fit_surrogate, highlights, readable_columns,
@@ -156,9 +156,8 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
     names = segment_names(z_readable)
     rules = segment_rules(surrogate.tree, readable, numeric_attributes=numeric)
     ctx.metric("surrogate_fidelity", surrogate.fidelity)
-    mlflow.log_dict({"columns": readable, "tree": surrogate.tree,
-                     "fidelity": surrogate.fidelity,
-                     "holdout_users": surrogate.holdout_users}, "surrogate_tree.json")
+    ctx.log_dict({"columns": readable, "tree": surrogate.tree, "fidelity": surrogate.fidelity,
+                  "holdout_users": surrogate.holdout_users}, "surrogate_tree.json")
     out = []
     for r in rows:
         s, means = int(r["segment"]), r
@@ -357,8 +356,8 @@ def _history(ctx: StageContext, segments: DataFrame, now: datetime) -> None:
     current = segments.select("user_id", "segment")
     moved = flows(stays, current).orderBy("segment").collect()
     for r in moved:
-        mlflow.log_metrics({f"flows.{r['segment']}.{kind}": r[kind]
-                            for kind in ("entered", "exited", "stayed")})
+        ctx.log_metrics({f"flows.{r['segment']}.{kind}": r[kind]
+                         for kind in ("entered", "exited", "stayed")})
     for kind in ("entered", "exited", "stayed"):
         ctx.metric(f"users_{kind}", sum(r[kind] for r in moved))
     written = ctx.lake.upsert(stay_changes(stays, current, now), HISTORY_TABLE,
@@ -458,11 +457,13 @@ def run(ctx: StageContext) -> None:
             if df is not None:
                 df.unpersist()
     segments = ctx.lake.read(SEGMENTS_TABLE)
-    profiles = _catalogue(ctx, _profiles(ctx, segments, version), sizes, version, now)
-    ctx.lake.overwrite(profiles, PROFILES_TABLE)
-    _history(ctx, segments, now)
-    _watch_segments(ctx, version, sizes, distances, fitted=not ctx.config.get("segment.model_uri"),
-                    now=now)
+    side_by_side(
+        lambda: ctx.lake.overwrite(
+            _catalogue(ctx, _profiles(ctx, segments, version), sizes, version, now),
+            PROFILES_TABLE),
+        lambda: _history(ctx, segments, now),
+        lambda: _watch_segments(ctx, version, sizes, distances,
+                                fitted=not ctx.config.get("segment.model_uri"), now=now))
 
     ctx.metric("k", len(sizes))
     ctx.metric("users", users)
