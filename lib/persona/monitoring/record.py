@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-
 from persona.monitoring.drift import DRIFT_COLUMNS, DRIFT_TABLE
 from persona.runtime.context import StageContext
 
