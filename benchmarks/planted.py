@@ -6,9 +6,9 @@ Prints the adjusted Rand index, NMI and ACC of gold/user_segments against truth.
 by how many events a user has, and the wall time of every stage. For scale, it also prints
 what a supervised classifier reaches on the same features: multinomial logistic regression
 (MLlib) trained on 70% of the users with their planted segment, scored on the other 30%,
-overall and by events per user; no segmentation can be expected to do much better than that. Scoring reads only small
-contingency tables, counted in Spark. The run is written to benchmarks/results/ as JSON
-(``benchmarks/render.py`` puts it in docs/results.md).
+overall and by events per user; no segmentation can be expected to do much better than that.
+Scoring reads only small contingency tables, counted in Spark. The run is written to
+benchmarks/results/ as JSON (``benchmarks/render.py`` puts it in docs/results.md).
 """
 from __future__ import annotations
 

@@ -348,6 +348,13 @@ def _catalogue(ctx: StageContext, profiles: DataFrame, sizes: dict[int, int], ve
                         .otherwise(F.coalesce("_kept", "name"))).select(*profiles.columns))
 
 
+def _write_profiles(ctx: StageContext, segments: DataFrame, sizes: dict[int, int], version: str,
+                    now: datetime) -> None:
+    """gold/segment_profiles of this assignment, named from gold/segments (brought up to it)."""
+    ctx.lake.overwrite(_catalogue(ctx, _profiles(ctx, segments, version), sizes, version, now),
+                       PROFILES_TABLE)
+
+
 def _history(ctx: StageContext, segments: DataFrame, now: datetime) -> None:
     """gold/segment_history (type 2, MERGE): stays closed and opened for the users whose
     segment changed, who are new or who are gone; the flows of users per segment logged and
@@ -458,9 +465,7 @@ def run(ctx: StageContext) -> None:
                 df.unpersist()
     segments = ctx.lake.read(SEGMENTS_TABLE)
     side_by_side(
-        lambda: ctx.lake.overwrite(
-            _catalogue(ctx, _profiles(ctx, segments, version), sizes, version, now),
-            PROFILES_TABLE),
+        lambda: _write_profiles(ctx, segments, sizes, version, now),
         lambda: _history(ctx, segments, now),
         lambda: _watch_segments(ctx, version, sizes, distances,
                                 fitted=not ctx.config.get("segment.model_uri"), now=now))
