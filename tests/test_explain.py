@@ -169,6 +169,18 @@ def test_surrogate_tree_recovers_separable_segments(spark):
     assert rules[0][0]["coverage"] == 1.0 and rules[1][0]["coverage"] == 1.0
 
 
+def test_surrogate_tree_learns_from_a_sample_of_at_most_max_users(spark):
+    data = spark.createDataFrame(_users(), ["user_id", "time_weekend", "monetary", "segment"])
+    everyone = ex.fit_surrogate(data, ["time_weekend", "monetary"], depth=2, holdout=0.25)
+    sampled = ex.fit_surrogate(data, ["time_weekend", "monetary"], depth=2, holdout=0.25,
+                               max_users=20)
+    learned = sum(everyone.tree["counts"])  # the users not held out, about 60 of 80
+    assert 40 < learned < 80
+    assert 5 < sum(sampled.tree["counts"]) < 35
+    assert sampled.holdout_users == everyone.holdout_users  # the same held-out users
+    assert sampled.fidelity == 1.0
+
+
 def test_segment_profiles_carry_names_rules_and_fidelity(spark, tmp_path):
     config = make_config(str(tmp_path))
     config.set("privacy.min_segment_size", 1)  # two segments of 40 users, both shown

@@ -307,9 +307,10 @@ def test_sequences_keep_the_last_events_in_order_left_padded(events):
 
 
 def test_sequence_weight_gives_the_sequence_unit_total_variance(spark):
-    df = spark.createDataFrame([([1.0, 0.0],), ([0.0, 2.0],)], "sequence array<float>")
-    # Element variances 0.25 and 1.0.
-    assert fx.sequence_weight(df, 2) == pytest.approx(1 / math.sqrt(1.25))
+    df = spark.createDataFrame([([1.0, 0.0],), ([0.0, 2.0],), (None,)], "sequence array<float>")
+    # Element variances 0.25 and 1.0 (a user without a sequence left out).
+    assert fx.sequence_weight(df) == pytest.approx(1 / math.sqrt(1.25))
+    assert fx.sequence_weight(df.where("sequence IS NULL")) == 1.0
     appended = fx.with_sequence(
         spark.createDataFrame([([9.0], [1.0, 0.0]), ([8.0], None)],
                               "features array<float>, sequence array<float>"), 0.5, 2)

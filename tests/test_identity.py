@@ -8,8 +8,8 @@ import pytest
 
 from persona.lake.tables import Lake
 from persona.segmentation.identity import (HISTORY_TABLE, Overlap, catalogue_changes, flows,
-                                           match_ids, next_segment_id, open_stays, overlap,
-                                           relabel, segment_on, stay_changes)
+                                           match_ids, moves, next_segment_id, open_stays,
+                                           overlap, relabel, segment_on, stay_changes)
 
 pytestmark = pytest.mark.unit
 
@@ -97,12 +97,12 @@ def test_catalogue_rows_a_run_changes(spark):
 def _run(lake, spark, assignment, now):
     """One run's history MERGE, as the segment stage does it; returns the flows."""
     current = spark.createDataFrame(assignment, "user_id string, segment int")
-    stays = open_stays(lake)
-    moved = {r["segment"]: (r["entered"], r["exited"], r["stayed"])
-             for r in flows(stays, current).collect()}
-    lake.upsert(stay_changes(stays, current, now), HISTORY_TABLE,
+    moved = moves(open_stays(lake), current)
+    counts = {r["segment"]: (r["entered"], r["exited"], r["stayed"])
+              for r in flows(moved).collect()}
+    lake.upsert(stay_changes(moved, now), HISTORY_TABLE,
                 "t.user_id = s.user_id AND t.valid_from = s.valid_from AND t.valid_to IS NULL")
-    return moved
+    return counts
 
 
 def test_history_closes_and_opens_stays(spark, tmp_path):

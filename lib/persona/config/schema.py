@@ -316,6 +316,9 @@ class Segment:
         check=(lambda v: 0 < v <= 1, "in (0, 1]"))
     surrogate_depth: int = setting(3, "depth of the decision tree that explains the "
                                       "segments", minimum=1)
+    surrogate_users: int = setting(
+        20_000, "users the decision tree that explains the segments learns from at most (a "
+                "sample of the four fifths not held out to measure its fidelity)", minimum=10)
     min_overlap: float = setting(
         0.5, "a refit's segment keeps a previous segment's id when their shared users are at "
              "least this share of the smaller of the two (docs/segments.md)",

@@ -15,9 +15,12 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+from pyspark.ml.functions import array_to_vector
+from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
+
 from persona.ingest.validation import BATCH
 from persona.runtime.spark import column_cells
 
@@ -660,12 +663,19 @@ def sequences(events: DataFrame, layout: SequenceLayout) -> DataFrame:
                            F.col("_steps"))).cast("array<float>").alias("sequence"))
 
 
-def sequence_weight(df: DataFrame, size: int, column: str = "sequence") -> float:
-    """1/sqrt(total variance of the ``size`` values of ``column``), so that the sequence
-    carries the same total variance in the network's input as any other feature group."""
-    sums = df.agg(F.avg(F.aggregate(column, F.lit(0.0), lambda acc, x: acc + x * x)).alias("sq"),
-                  *[F.avg(F.col(column)[i]).alias(f"m{i}") for i in range(size)]).first()
-    variance = (sums["sq"] or 0.0) - sum((sums[f"m{i}"] or 0.0) ** 2 for i in range(size))
+def sequence_weight(df: DataFrame, column: str = "sequence") -> float:
+    """1/sqrt(total variance of the values of ``column``), so that the sequence
+    carries the same total variance in the network's input as any other feature group. One
+    pass of MLlib's vector summarizer: per value, the mean and the root of the sum of
+    squares (``size`` aggregates of the array would make generated code too large)."""
+    found = (df.where(F.col(column).isNotNull()).groupBy(F.lit(1))  # no row: no group
+             .agg(Summarizer.metrics("count", "mean", "normL2")
+                  .summary(array_to_vector(column)).alias("s")).first())
+    if found is None:
+        return 1.0
+    summary = found["s"]
+    means, roots = summary["mean"].toArray(), summary["normL2"].toArray()
+    variance = float((roots ** 2).sum() / summary["count"] - (means ** 2).sum())
     return 1.0 / math.sqrt(variance) if variance > 1e-12 else 1.0
 
 

@@ -16,7 +16,7 @@ from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from persona.splits import split_users
+from persona.splits import split_users, user_bucket
 
 # prefix of a group of shares -> its readable label
 SHARE_LABELS = {"type_": "{} share", "cat_": "{} share", "time_": "{} share",
@@ -239,13 +239,19 @@ class Surrogate:
 
 
 def fit_surrogate(users: DataFrame, columns: list[str], depth: int = 3, seed: int = 7,
-                  holdout: float = 0.2, min_users: int = 5) -> Surrogate:
+                  holdout: float = 0.2, min_users: int = 5,
+                  max_users: int | None = None) -> Surrogate:
     """Fit a decision tree of at most ``depth`` levels on a split of the ``users`` (their
     ``user_id``, ``segment`` and feature ``columns``) and measure on the held-out users how
-    often it agrees with the segment assignment."""
+    often it agrees with the segment assignment. ``max_users``: the tree learns from about
+    that many of the users not held out at most (a sample fixed by their ids)."""
     data = VectorAssembler(inputCols=columns, outputCol="_x").transform(
         users.select("user_id", F.col("segment").cast("double").alias("_y"), *columns))
     train, test = split_users(data, holdout, seed)
+    if max_users is not None:
+        available = train.count()
+        if available > max_users:
+            train = train.where(user_bucket(seed + 1) < max_users / available)
     tree = DecisionTreeClassifier(featuresCol="_x", labelCol="_y", maxDepth=depth, seed=seed,
                                   minInstancesPerNode=min_users).fit(train)
     scored = tree.transform(test).groupBy("_y").agg(

@@ -148,22 +148,23 @@ def catalogue_changes(catalogue: DataFrame | None, live: DataFrame, model_versio
                                                             "_name")
 
 
-def _moves(stays: DataFrame, current: DataFrame) -> DataFrame:
-    """Each user's open stay (``old``, ``since``) beside their segment now (``new``); null
-    where the user has no open stay or no segment now."""
+def moves(stays: DataFrame, current: DataFrame) -> DataFrame:
+    """Each user's open stay (``old``, ``since``) beside their segment now (``new``), given
+    the open ``stays`` and the ``current`` (user_id, segment); null where the user has no
+    open stay or no segment now. What :func:`stay_changes` and :func:`flows` read."""
     return (stays.select("user_id", F.col("segment").alias("old"),
                          F.col("valid_from").alias("since"))
             .join(current.select("user_id", F.col("segment").alias("new")), "user_id",
                   "full_outer"))
 
 
-def stay_changes(stays: DataFrame, current: DataFrame, now: datetime) -> DataFrame:
+def stay_changes(moved: DataFrame, now: datetime) -> DataFrame:
     """The gold/segment_history rows to MERGE (on user_id and valid_from, where valid_to is
-    null), given the open ``stays`` and the ``current`` (user_id, segment): for a user whose
-    segment changed or who is gone, the open stay closed at ``now``; for a user whose segment
-    changed or who is new, a stay opened at ``now``. Unchanged users give no row."""
+    null), given the users' :func:`moves`: for a user whose segment changed or who is gone,
+    the open stay closed at ``now``; for a user whose segment changed or who is new, a stay
+    opened at ``now``. Unchanged users give no row."""
     stamp = F.lit(now).cast("timestamp")
-    moved = _moves(stays, current).where(~F.col("old").eqNullSafe(F.col("new")))
+    moved = moved.where(~F.col("old").eqNullSafe(F.col("new")))
     closed = moved.where(F.col("old").isNotNull()).select(
         "user_id", F.col("old").alias("segment"), F.col("since").alias("valid_from"),
         stamp.alias("valid_to"))
@@ -173,16 +174,15 @@ def stay_changes(stays: DataFrame, current: DataFrame, now: datetime) -> DataFra
     return closed.unionByName(opened)
 
 
-def flows(stays: DataFrame, current: DataFrame) -> DataFrame:
-    """Per segment (of the open ``stays`` or of ``current``): the users who entered it,
-    left it, and stayed in it (segment, entered, exited, stayed)."""
-    moves = _moves(stays, current)
+def flows(moved: DataFrame) -> DataFrame:
+    """Per segment (old or new in the users' :func:`moves`): the users who entered it, left
+    it, and stayed in it (segment, entered, exited, stayed)."""
     events = F.when(F.col("old").eqNullSafe(F.col("new")),
                     F.array(F.struct(F.col("new").alias("segment"),
                                      F.lit("stayed").alias("kind")))).otherwise(
         F.array(F.struct(F.col("new").alias("segment"), F.lit("entered").alias("kind")),
                 F.struct(F.col("old").alias("segment"), F.lit("exited").alias("kind"))))
-    counted = (moves.select(F.explode(events).alias("e")).select("e.*")
+    counted = (moved.select(F.explode(events).alias("e")).select("e.*")
                .where(F.col("segment").isNotNull()))
     return (counted.groupBy("segment").pivot("kind", ["entered", "exited", "stayed"]).count()
             .na.fill(0).select(F.col("segment").cast("int"),

@@ -32,15 +32,28 @@ def feature_stats(joined: DataFrame, columns: list[str]) -> tuple[list[dict], di
     """
     cells = column_cells(joined, {c: F.col(c) for c in columns}, keep=("segment",))
     per_segment: dict[int, dict] = {}
-    for r in cells.groupBy("segment", "name").agg(F.count(F.lit(1)).alias("size"),
-                                                  F.avg("value").alias("mean")).collect():
+    parts: dict[str, list[tuple[int, float, float]]] = {c: [] for c in columns}
+    for r in cells.groupBy("segment", "name").agg(
+            F.count(F.lit(1)).alias("size"), F.count("value").alias("n"),
+            F.avg("value").alias("mean"), F.var_pop("value").alias("var")).collect():
         row = per_segment.setdefault(r["segment"], {"segment": r["segment"], "size": r["size"]})
         row[r["name"]] = r["mean"]
+        if r["n"]:
+            parts[r["name"]].append((r["n"], r["mean"], r["var"]))
     population = {}
-    for r in cells.groupBy("name").agg(F.avg("value").alias("mean"),
-                                       F.stddev_pop("value").alias("std")).collect():
-        population[f"mean_{r['name']}"], population[f"std_{r['name']}"] = r["mean"], r["std"]
+    for name, segments in parts.items():
+        population[f"mean_{name}"], population[f"std_{name}"] = _pooled(segments)
     return [per_segment[s] for s in sorted(per_segment)], population
+
+
+def _pooled(parts: list[tuple[int, float, float]]) -> tuple[float | None, float | None]:
+    """Mean and population standard deviation of the union of groups given as (count, mean,
+    population variance); None, None for no values."""
+    n = sum(c for c, _, _ in parts)
+    if not n:
+        return None, None
+    mean = sum(c * m for c, m, _ in parts) / n
+    return mean, (sum(c * (v + (m - mean) ** 2) for c, m, v in parts) / n) ** 0.5
 
 
 # What a suppressed segment's profile keeps: its size and what is not about its users.

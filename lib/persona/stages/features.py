@@ -502,8 +502,7 @@ def _fit(ctx: StageContext, joined, groups: dict, state: FeatureState, levels: d
                      if k not in ("as_of", "input_versions", "input")},
     }
     if layout:
-        weight = (_group_weights(ctx).get("sequence", 1.0)
-                  * fx.sequence_weight(joined, layout.size))
+        weight = _group_weights(ctx).get("sequence", 1.0) * fx.sequence_weight(joined)
         state.sequence = {"steps": layout.steps, "event_types": list(layout.event_types),
                           "categories": list(layout.categories), "weight": weight}
         definition["sequence"] = {"step_size": layout.step_size, **state.sequence}
@@ -587,6 +586,8 @@ def refresh(ctx: StageContext, state: FeatureState) -> dict[str, int]:
                 rows, FEATURES_TABLE, key="user_id",
                 changed="t.features <> s.features OR t.as_of <> s.as_of "
                         "OR t.feature_set_version <> s.feature_set_version")
+        # Last: the rows were made from the aggregates, and Spark drops the cached rows of
+        # a table it overwrites (read again, they would be aged twice).
         _keep_aggregates(ctx, built)
     ctx.log.info("%d users' features at %s with feature set %s (nothing fitted): %s",
                  built.users, built.as_of, state.version, merge_counts(changes))
@@ -601,9 +602,11 @@ def refresh(ctx: StageContext, state: FeatureState) -> dict[str, int]:
 def _replaced(ctx: StageContext, rows: DataFrame, users: int) -> dict[str, int]:
     """silver/user_features overwritten with ``rows`` (``users`` of them), every one of
     which differs from the table's (another ``as_of``); the counts a MERGE would give."""
-    before = ctx.lake.read(FEATURES_TABLE, ctx.lake.version(FEATURES_TABLE)).select("user_id")
-    keys = rows.select("user_id")
-    inserted = keys.join(before, "user_id", "left_anti").count()
-    deleted = before.join(keys, "user_id", "left_anti").count()
+    before = ctx.lake.read(FEATURES_TABLE, ctx.lake.version(FEATURES_TABLE)).select(
+        "user_id", F.lit(True).alias("_before"))
+    keys = rows.select("user_id", F.lit(True).alias("_now"))
+    inserted, deleted = keys.join(before, "user_id", "full_outer").agg(
+        F.count(F.when(F.col("_before").isNull(), 1)),
+        F.count(F.when(F.col("_now").isNull(), 1))).first()
     ctx.lake.overwrite(rows, FEATURES_TABLE)
     return {"inserted": inserted, "updated": users - inserted, "deleted": deleted}

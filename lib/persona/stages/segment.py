@@ -34,7 +34,7 @@ from persona.segmentation.explain import (describe, fit_surrogate, highlights, r
                                           segment_names, segment_rules,
                                           standardised_differences)
 from persona.segmentation.identity import (CATALOGUE_TABLE, FLOWS_TABLE, HISTORY_TABLE,
-                                           catalogue_changes, flows, match_ids,
+                                           catalogue_changes, flows, match_ids, moves,
                                            next_segment_id, open_stays, overlap, relabel,
                                            stay_changes)
 from persona.segmentation.manifold import (MANIFOLD_ARTIFACT, MODEL_FILE, Manifold,
@@ -145,7 +145,8 @@ def _profiles(ctx: StageContext, segments: DataFrame, version: str) -> DataFrame
         rows, pop = feature_stats(users, columns)
         surrogate = fit_surrogate(users, readable,
                                   depth=ctx.config.get("segment.surrogate_depth"),
-                                  seed=ctx.config.get("segment.seed"))
+                                  seed=ctx.config.get("segment.seed"),
+                                  max_users=ctx.config.get("segment.surrogate_users"))
     finally:
         users.unpersist()
     total = sum(r["size"] for r in rows)
@@ -359,21 +360,25 @@ def _history(ctx: StageContext, segments: DataFrame, now: datetime) -> None:
     """gold/segment_history (type 2, MERGE): stays closed and opened for the users whose
     segment changed, who are new or who are gone; the flows of users per segment logged and
     appended to gold/segment_flows. An unchanged assignment writes nothing."""
-    stays = open_stays(ctx.lake)
-    current = segments.select("user_id", "segment")
-    moved = flows(stays, current).orderBy("segment").collect()
-    for r in moved:
-        ctx.log_metrics({f"flows.{r['segment']}.{kind}": r[kind]
-                         for kind in ("entered", "exited", "stayed")})
-    for kind in ("entered", "exited", "stayed"):
-        ctx.metric(f"users_{kind}", sum(r[kind] for r in moved))
-    written = ctx.lake.upsert(stay_changes(stays, current, now), HISTORY_TABLE,
-                              "t.user_id = s.user_id AND t.valid_from = s.valid_from "
-                              "AND t.valid_to IS NULL")
+    # Read by the flows and by the MERGE (which reads its source twice).
+    moved = moves(open_stays(ctx.lake), segments.select("user_id", "segment")).persist(
+        StorageLevel.MEMORY_AND_DISK)
+    try:
+        counts = flows(moved).orderBy("segment").collect()
+        for r in counts:
+            ctx.log_metrics({f"flows.{r['segment']}.{kind}": r[kind]
+                             for kind in ("entered", "exited", "stayed")})
+        for kind in ("entered", "exited", "stayed"):
+            ctx.metric(f"users_{kind}", sum(r[kind] for r in counts))
+        written = ctx.lake.upsert(stay_changes(moved, now), HISTORY_TABLE,
+                                  "t.user_id = s.user_id AND t.valid_from = s.valid_from "
+                                  "AND t.valid_to IS NULL")
+    finally:
+        moved.unpersist()
     ctx.metric("history_rows_written", written)
     if written:
         ctx.lake.append(ctx.spark.createDataFrame(
-            [(now, r["segment"], r["entered"], r["exited"], r["stayed"]) for r in moved],
+            [(now, r["segment"], r["entered"], r["exited"], r["stayed"]) for r in counts],
             "run_time timestamp, segment int, entered long, exited long, stayed long"),
             FLOWS_TABLE)
 
