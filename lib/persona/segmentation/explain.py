@@ -243,8 +243,8 @@ def fit_surrogate(users: DataFrame, columns: list[str], depth: int = 3, seed: in
                   max_users: int | None = None) -> Surrogate:
     """Fit a decision tree of at most ``depth`` levels on a split of the ``users`` (their
     ``user_id``, ``segment`` and feature ``columns``) and measure on the held-out users how
-    often it agrees with the segment assignment. ``max_users``: the tree learns from about
-    that many of the users not held out at most (a sample fixed by their ids)."""
+    often it agrees with the segment assignment. ``max_users``: the tree learns from a sample
+    of about that many of the users not held out (fixed by their ids), when there are more."""
     data = VectorAssembler(inputCols=columns, outputCol="_x").transform(
         users.select("user_id", F.col("segment").cast("double").alias("_y"), *columns))
     train, test = split_users(data, holdout, seed)
