@@ -664,10 +664,10 @@ def sequences(events: DataFrame, layout: SequenceLayout) -> DataFrame:
 
 
 def sequence_weight(df: DataFrame, column: str = "sequence") -> float:
-    """1/sqrt(total variance of the values of ``column``), so that the sequence
-    carries the same total variance in the network's input as any other feature group. One
-    pass of MLlib's vector summarizer: per value, the mean and the root of the sum of
-    squares (``size`` aggregates of the array would make generated code too large)."""
+    """1/sqrt(total variance of the values of ``column``), so that the sequence carries the
+    same total variance in the network's input as any other feature group. One pass of
+    MLlib's vector summarizer: per value, the mean and the root of the sum of squares (one
+    aggregate per value would make generated code too large)."""
     found = (df.where(F.col(column).isNotNull()).groupBy(F.lit(1))  # no row: no group
              .agg(Summarizer.metrics("count", "mean", "normL2")
                   .summary(array_to_vector(column)).alias("s")).first())

@@ -32,14 +32,15 @@ def feature_stats(joined: DataFrame, columns: list[str]) -> tuple[list[dict], di
     """
     cells = column_cells(joined, {c: F.col(c) for c in columns}, keep=("segment",))
     per_segment: dict[int, dict] = {}
-    parts: dict[str, list[tuple[int, float, float]]] = {c: [] for c in columns}
+    parts: dict[str, list[tuple[int, float, float]]] = {}  # column -> (n, mean, var) by segment
     for r in cells.groupBy("segment", "name").agg(
             F.count(F.lit(1)).alias("size"), F.count("value").alias("n"),
             F.avg("value").alias("mean"), F.var_pop("value").alias("var")).collect():
         row = per_segment.setdefault(r["segment"], {"segment": r["segment"], "size": r["size"]})
         row[r["name"]] = r["mean"]
+        column = parts.setdefault(r["name"], [])
         if r["n"]:
-            parts[r["name"]].append((r["n"], r["mean"], r["var"]))
+            column.append((r["n"], r["mean"], r["var"]))
     population = {}
     for name, segments in parts.items():
         population[f"mean_{name}"], population[f"std_{name}"] = _pooled(segments)
