@@ -9,6 +9,7 @@ import yaml
 from pyspark.sql import functions as F
 
 from persona.cli import main
+from persona.errors import PersonaError
 from persona.features.build import latest_profiles
 from persona.ingest.increments import (BATCHES_TABLE, FILES_TABLE, changed_files, new_files,
                                        settings_digest)
@@ -163,3 +164,31 @@ def test_totals_count_the_rows_forget_erased(spark, landing, tmp_path):
     assert after["events_rows_read"] == 1
     assert (after["events_total_rows_read"], after["events_total_rows_bronze"],
             after["events_total_rows_quarantine"]) == (5, 2, 1)
+
+
+def test_a_failing_source_leaves_the_others_batches_written_and_recorded(spark, landing,
+                                                                         tmp_path):
+    """Sources are ingested side by side: one that cannot be read fails the run with its
+    line, and the others' batches are written and in the log; a full and an incremental
+    batch are recorded together by the next run."""
+    folder, config, lake, vault = landing
+    users = tmp_path / "users"
+    config.set("sources.users", {"path": str(users), "format": "csv"})
+    with pytest.raises(PersonaError, match=r"^sources\.users\.path: cannot read .*users as csv"):
+        run_single("ingest", config)
+    assert _batches(lake) == [(1, "full", 2, 4, 3, 1)]
+    assert lake.read("bronze/events").count() == 3 and not lake.exists("bronze/users")
+
+    users.mkdir()
+    (users / "users.csv").write_text("user_id,plan\nu1,free\nu2,pro\n")
+    _write(folder, "day3.csv", ["u4,2026-01-03 10:00:00,view,"])
+    run_single("ingest", config)
+    assert sorted((r.source, r.batch, r.mode, r.files, r.rows_bronze)
+                  for r in lake.read(BATCHES_TABLE).collect()) == [
+        ("events", 1, "full", 2, 3), ("events", 2, "incremental", 1, 1),
+        ("users", 1, "full", 1, 2)]
+    assert sorted((r.source, r.batch, r.path.rsplit("/", 1)[-1])
+                  for r in lake.read(FILES_TABLE).collect()) == [
+        ("events", 1, "day1.csv"), ("events", 1, "day2.csv"), ("events", 2, "day3.csv"),
+        ("users", 1, "users.csv")]
+    assert lake.read("bronze/users").count() == 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, Row, SparkSession
@@ -85,6 +85,20 @@ def settings_digest(spec: SourceSpec, pseudonymized: bool, key: bytes | None) ->
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@dataclass
+class Batch:
+    """One source's batch, written and not yet recorded: the files it took (rows of path,
+    length, modified), its row counts (files, read, bronze, quarantine) and the digest of
+    its settings."""
+
+    source: str
+    batch: int
+    full: bool
+    files: list[Row]
+    counts: dict[str, int]
+    settings: str
+
+
 class IngestLog:
     """meta/ingested_files and meta/ingest_batches of one lake."""
 
@@ -118,18 +132,28 @@ class IngestLog:
                      F.min("at").alias("at"))
                 .first())
 
-    def record(self, source: str, batch: int, full: bool, files: DataFrame,
-               counts: dict[str, int], settings: str, run_id: str | None) -> None:
-        """Record a batch and the files it took; a full batch replaces the source's files."""
+    def record(self, batches: list[Batch], run_id: str | None) -> None:
+        """Record ``batches`` (of different sources) and the files they took, in one commit
+        per log table (two for ingested files when full and incremental batches mix); a full
+        batch replaces its source's files."""
+        if not batches:
+            return
         spark = self.lake.spark
-        taken = files.select(F.lit(source).alias("source"), "path", "length", "modified",
-                             F.lit(batch).cast("int").alias("batch"))
-        if full:
-            self.lake.replace_where(taken, FILES_TABLE, f"source = '{source}'")
-        else:
-            self.lake.append(taken, FILES_TABLE)
-        row = (source, batch, "full" if full else "incremental", counts["files"],
-               counts["read"], counts["bronze"], counts["quarantine"], settings, run_id)
-        batches = spark.createDataFrame([row], BATCHES_SCHEMA)
-        self.lake.append(batches.select(F.current_timestamp().alias("at"), *batches.columns),
+        for full in (True, False):
+            these = [b for b in batches if b.full == full]
+            if not these:
+                continue
+            taken = spark.createDataFrame(
+                [(b.source, f["path"], f["length"], f["modified"], b.batch)
+                 for b in these for f in b.files], FILES_SCHEMA)
+            if full:
+                names = ", ".join(f"'{b.source}'" for b in these)
+                self.lake.replace_where(taken, FILES_TABLE, f"source IN ({names})")
+            else:
+                self.lake.append(taken, FILES_TABLE)
+        rows = [(b.source, b.batch, "full" if b.full else "incremental", b.counts["files"],
+                 b.counts["read"], b.counts["bronze"], b.counts["quarantine"], b.settings,
+                 run_id) for b in batches]
+        frame = spark.createDataFrame(rows, BATCHES_SCHEMA)
+        self.lake.append(frame.select(F.current_timestamp().alias("at"), *frame.columns),
                          BATCHES_TABLE)

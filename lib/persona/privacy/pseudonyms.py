@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+from pyspark import SparkContext
 from pyspark.sql import Column, SparkSession
 from pyspark.sql import functions as F
 
@@ -40,9 +41,11 @@ def _redact(*secrets: bytearray) -> None:
     """Keep the padded key out of query plans (Spark UI, event logs, explain): Spark
     redacts what ``spark.sql.redaction.string.regex`` matches, and prints binary literals
     as upper-case hex."""
-    spark = SparkSession.getActiveSession()
-    if spark is None:
+    if SparkContext._active_spark_context is None:
         return
+    # The session itself, not the thread's active one: a thread that builds a column
+    # (persona.runtime.spark.side_by_side) may have none.
+    spark = SparkSession.builder.getOrCreate()
     conf = "spark.sql.redaction.string.regex"
     patterns = [bytes(s).hex().upper() for s in secrets]
     current = spark.conf.get(conf, None)

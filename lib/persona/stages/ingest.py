@@ -4,6 +4,8 @@ With ``privacy.pseudonymize`` on, user ids are replaced by their pseudonym befor
 is written, and quarantine/<source> (raw rows) is written to the vault, not the lake."""
 from __future__ import annotations
 
+import threading
+
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
@@ -12,7 +14,7 @@ from pyspark.sql.utils import AnalysisException
 from persona.errors import PersonaError
 from persona.features.external import configured
 from persona.ingest.files import reading
-from persona.ingest.increments import (IngestLog, changed_files, list_files, new_files,
+from persona.ingest.increments import (Batch, IngestLog, changed_files, list_files, new_files,
                                        settings_digest, unreadable)
 from persona.ingest.sources import SourceSpec, configured_sources
 from persona.ingest.validation import (BATCH, INGESTED_AT, REASON, SOURCE_FILE, accepted,
@@ -24,6 +26,7 @@ from persona.privacy.keys import load_key
 from persona.privacy.pseudonyms import pseudonym_column
 from persona.privacy.vault import quarantine_lake, vault_root, write_identity_map
 from persona.runtime.context import StageContext
+from persona.runtime.spark import side_by_side
 
 RAW_ID = "__raw_user_id"
 
@@ -79,10 +82,12 @@ def plan(ctx: StageContext, spec: SourceSpec, listed: DataFrame, log: IngestLog,
 
 
 def ingest_source(ctx: StageContext, spec: SourceSpec, key: bytes | None,
-                  quarantine_at: Lake) -> None:
+                  quarantine_at: Lake, identity_map: threading.Lock) -> Batch | None:
     """The new files of one source (every file on a rebuild) to bronze and quarantine, as
     one batch; with a key and pseudonymization on, user ids are pseudonyms (and, when
-    asked, raw id -> pseudonym goes to the identity map)."""
+    asked, raw id -> pseudonym goes to the identity map, written while holding
+    ``identity_map``). Returns the batch, for :meth:`IngestLog.record`, or None when there
+    is nothing new."""
     pseudonymized = bool(ctx.config.get("privacy.pseudonymize"))
     log = IngestLog(ctx.lake)
     settings = settings_digest(spec, pseudonymized, key)
@@ -90,31 +95,32 @@ def ingest_source(ctx: StageContext, spec: SourceSpec, key: bytes | None,
     try:
         previous = log.last_batch(spec.name)
         rebuild, files = plan(ctx, spec, listed, log, previous, settings)
-        paths = [r["path"] for r in files.select("path").collect()]
-        batch = previous["batch"] + 1 if previous else 1
-        if rebuild is None and not paths:
-            ctx.log.info("%s: no new files since batch %d: nothing to ingest", spec.name,
-                         previous["batch"])
-            ctx.metric(f"{spec.name}_rows_read", 0)
-            return
-        if rebuild:
-            ctx.log.info("%s: rebuilding bronze from %d file(s) (%s)", spec.name, len(paths),
-                         rebuild)
-        else:
-            ctx.log.info("%s: batch %d takes %d new file(s)", spec.name, batch, len(paths))
-        counts = write_batch(ctx, spec, key, quarantine_at, paths, batch, bool(rebuild))
-        log.record(spec.name, batch, bool(rebuild), files, {"files": len(paths), **counts},
-                   settings, ctx.run_id)
+        taken = files.select("path", "length", "modified").collect()
     finally:
         listed.unpersist()
-    if not rebuild:  # after a rebuild, the batch is the whole total
-        check_totals(ctx, spec, log, quarantine_at)
+    batch = previous["batch"] + 1 if previous else 1
+    if rebuild is None and not taken:
+        ctx.log.info("%s: no new files since batch %d: nothing to ingest", spec.name,
+                     previous["batch"])
+        ctx.metric(f"{spec.name}_rows_read", 0)
+        return None
+    if rebuild:
+        ctx.log.info("%s: rebuilding bronze from %d file(s) (%s)", spec.name, len(taken),
+                     rebuild)
+    else:
+        ctx.log.info("%s: batch %d takes %d new file(s)", spec.name, batch, len(taken))
+    counts = write_batch(ctx, spec, key, quarantine_at, [f["path"] for f in taken], batch,
+                         bool(rebuild), identity_map)
+    return Batch(spec.name, batch, bool(rebuild), taken, {"files": len(taken), **counts},
+                 settings)
 
 
 def write_batch(ctx: StageContext, spec: SourceSpec, key: bytes | None, quarantine_at: Lake,
-                paths: list[str], batch: int, full: bool) -> dict[str, int]:
+                paths: list[str], batch: int, full: bool,
+                identity_map: threading.Lock) -> dict[str, int]:
     """Validate ``paths`` and write batch ``batch`` (the whole tables when ``full``); a
-    re-run of the same batch replaces its rows. Returns its row counts, reconciled."""
+    re-run of the same batch replaces its rows. Returns its row counts, reconciled.
+    ``identity_map`` is held while writing the identity map."""
     pseudonymized = bool(ctx.config.get("privacy.pseudonymize"))
     bronze_table, quarantine_table = f"bronze/{spec.name}", f"quarantine/{spec.name}"
     with reading(ctx.spark, spec):
@@ -145,7 +151,8 @@ def write_batch(ctx: StageContext, spec: SourceSpec, key: bytes | None, quaranti
             if pseudonymized and ctx.config.get("privacy.identity_map"):
                 pairs = validated.where(F.col(REASON).isNull()).select(
                     F.col(RAW_ID).alias("user_id"), F.col("__user_id").alias("pseudonym"))
-                write_identity_map(quarantine_at, spec.name, pairs, replace=full)
+                with identity_map:
+                    write_identity_map(quarantine_at, spec.name, pairs, replace=full)
         finally:
             validated.unpersist()
     bronze, quarantine = (_rows(lake.read(table), None if full else batch) for lake, table in
@@ -209,5 +216,19 @@ def run(ctx: StageContext) -> None:
         hashed = next(spec.name for spec in specs if spec.pii_hashed)
         key = load_key(ctx.config, f"sources.{hashed}.pii_hashed is set")
     quarantine_at = quarantine_lake(ctx.spark, ctx.config)
-    for spec in specs:
-        ingest_source(ctx, spec, key, quarantine_at)
+    # The sources side by side, each to its own bronze and quarantine tables; the tables
+    # they share are written one source at a time (concurrent Delta commits to one table
+    # would conflict), the ingest log once for all of them.
+    identity_map, written = threading.Lock(), {}
+
+    def ingest(spec: SourceSpec) -> None:
+        written[spec.name] = ingest_source(ctx, spec, key, quarantine_at, identity_map)
+
+    log = IngestLog(ctx.lake)
+    try:
+        side_by_side(*[lambda spec=spec: ingest(spec) for spec in specs])
+    finally:  # the batches written are recorded, even when another source failed
+        log.record([b for b in written.values() if b is not None], ctx.run_id)
+    for spec in specs:  # after a rebuild, the batch is the whole total
+        if written[spec.name] is not None and not written[spec.name].full:
+            check_totals(ctx, spec, log, quarantine_at)
