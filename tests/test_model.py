@@ -1,5 +1,5 @@
 """The autoencoder's sequence branch: which inputs it reads, and that it survives JSON; the
-shuffling of training rows before they reach the Horovod ranks."""
+shuffling of training rows before they reach the Horovod ranks; the lifetime of a Horovod task."""
 import numpy as np
 import pytest
 
@@ -70,3 +70,23 @@ def test_training_rows_are_shuffled_across_and_within_partitions(spark):
         # Rank correlation of position and value: 1 in stored order, near 0 when shuffled.
         assert abs(np.corrcoef(np.argsort(np.argsort(shard)), np.arange(len(shard)))[0, 1]) < 0.2
     assert shuffled(ordered, 2, seed=3).rdd.glom().collect() == out.rdd.glom().collect()
+
+
+def test_a_task_lifetime_is_counted_from_its_command_start():
+    """A command that outlives the task's minimum lifetime leaves no time to wait when it
+    ends (Horovod itself would start the lifetime then, and idle it out)."""
+    import os
+    import threading
+
+    from horovod.runner.common.util import secret
+    from horovod.spark.task.task_service import SparkTaskService
+
+    from persona.training.horovod import _count_lifetime_from_start
+
+    _count_lifetime_from_start()
+    service = SparkTaskService(0, secret.make_secret_key(), None, 0.5, 0)
+    try:
+        service._run_command("sleep 0.8", dict(os.environ), threading.Event())
+        assert service._minimum_command_lifetime.remaining() == 0
+    finally:
+        service.shutdown()

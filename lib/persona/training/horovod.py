@@ -141,6 +141,48 @@ def shuffled(data: DataFrame, partitions: int, seed: int) -> DataFrame:
             .sortWithinPartitions("_shuffle").drop("_shuffle"))
 
 
+def _task_mapper(driver_addresses, settings, use_gloo, is_elastic):
+    """Horovod's Spark task function (``horovod.spark.runner._make_mapper``), with each
+    task's minimum command lifetime counted from the start of its rank's process.
+
+    Horovod 0.28.1 keeps a task alive for ``MINIMUM_COMMAND_LIFETIME_S`` (3 s), so that the
+    driver can still ask for the exit code of a command that ended at once; it documents the
+    lifetime as counted from the command's start but starts the clock when the command ends,
+    so that every launch idles 3 s after its ranks are done.
+    """
+    from horovod.spark import runner
+
+    key = settings.key
+
+    def mapper(index, _):
+        _count_lifetime_from_start()
+        yield runner._task_fn(index, driver_addresses, key, settings, use_gloo, is_elastic)
+
+    return mapper
+
+
+def _count_lifetime_from_start() -> None:
+    """Start the minimum command lifetime of this process's Spark task services with the
+    command, as ``SparkTaskService.wait_for_command_termination`` documents it."""
+    from horovod.runner.common.service.task_service import BasicTaskService
+    from horovod.runner.common.util.timeout import Timeout
+    from horovod.spark.task.task_service import SparkTaskService
+
+    if getattr(SparkTaskService, "_persona_lifetime", False):
+        return
+
+    def _run_command(self, command, env, event, stdout=None, stderr=None, index=None,
+                     prefix_output_with_timestamp=False):
+        if self._minimum_command_lifetime_s is not None:
+            self._minimum_command_lifetime = Timeout(self._minimum_command_lifetime_s,
+                                                     message="Just measuring runtime")
+        BasicTaskService._run_command(self, command, env, event, stdout, stderr, index,
+                                      prefix_output_with_timestamp)
+
+    SparkTaskService._run_command = _run_command
+    SparkTaskService._persona_lifetime = True
+
+
 def run_on_ranks(spark: SparkSession, data: DataFrame | list[DataFrame], rank_fn, args: tuple,
                  num_proc: int, cache_url: str, seed: int = 0):
     """Run ``rank_fn(converter, *args, rows)`` in ``num_proc`` Horovod ranks on Spark.
@@ -153,7 +195,10 @@ def run_on_ranks(spark: SparkSession, data: DataFrame | list[DataFrame], rank_fn
     Returns every rank's result, in rank order.
     """
     import horovod.spark
+    from horovod.spark import runner
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    runner._make_mapper = _task_mapper
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache_url)
     frames = data if isinstance(data, list) else [data]
