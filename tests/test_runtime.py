@@ -1,12 +1,15 @@
 """Steps run side by side: results in order, the first failure raised once all are done,
-Spark's local properties inherited, and MLflow metrics and tags in the stage's run."""
+Spark's local properties inherited, and MLflow metrics and tags in the stage's run; frames
+kept with their lineage cut, and released."""
 import mlflow
 import pytest
+from py4j.protocol import Py4JJavaError
+from pyspark.sql import functions as F
 
 from persona.lake.tables import Lake
 from persona.logs import get_logger
 from persona.runtime.context import StageContext
-from persona.runtime.spark import side_by_side
+from persona.runtime.spark import kept, release, side_by_side
 from persona.runtime.tracking import stage_run
 from tests.conftest import make_config
 
@@ -54,3 +57,21 @@ def test_steps_side_by_side_log_to_the_stage_run(spark, tmp_path):
     assert ctx.metrics == {"users_entered": 3.0}
     runs = mlflow.search_runs([run.info.experiment_id], output_format="list")
     assert [r.info.run_id for r in runs] == [run.info.run_id]  # no run started by a thread
+
+
+def test_a_kept_frame_is_computed_once_read_through_one_node_and_released(spark):
+    wide = spark.range(40).withColumn("r", F.rand(5))
+    for i in range(30):  # a plan with many columns, like the joined feature groups
+        wide = wide.withColumn(f"c{i}", F.col("r") * i)
+    persisted = spark.sparkContext._jsc.sc().getPersistentRDDs().size()
+    frame = kept(wide)
+    assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == persisted + 1
+    plan = frame._jdf.queryExecution().optimizedPlan()
+    assert plan.getClass().getSimpleName() == "LogicalRDD" and plan.children().size() == 0
+    first = frame.agg(F.sum("r"), F.sum("c29")).first()
+    assert frame.agg(F.sum("r"), F.sum("c29")).first() == first  # rand() drawn once
+    filtered = frame.where(F.col("id") < 10)
+    release(frame)
+    assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == persisted
+    with pytest.raises(Py4JJavaError):
+        filtered.count()

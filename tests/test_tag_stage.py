@@ -118,7 +118,7 @@ def test_features_at_a_cutoff_are_built_once_for_the_tags_that_share_it(spark, m
 
 def test_tags_prepared_side_by_side_fail_on_the_first_failing_tag(spark, monkeypatch):
     """Every tag is prepared; the first failing one in order raises, and the rows the
-    others persisted are released."""
+    others kept are released."""
     from types import SimpleNamespace
 
     from persona.stages import tag
@@ -128,9 +128,10 @@ def test_tags_prepared_side_by_side_fail_on_the_first_failing_tag(spark, monkeyp
     def prepare(ctx, spec, silver, histories):
         if spec.name in ("b", "c"):
             raise PersonaError(f"tags.{spec.name}: failed")
-        return SimpleNamespace(rows=SimpleNamespace(unpersist=lambda: released.append(spec.name)))
+        return SimpleNamespace(rows=spec.name)
 
     monkeypatch.setattr(tag, "_prepare", prepare)
+    monkeypatch.setattr(tag, "release", released.append)
     specs = [SimpleNamespace(name=name) for name in ("a", "b", "c", "d")]
     with pytest.raises(PersonaError, match=r"^tags\.b: failed$"):
         tag._prepare_all(None, specs, None, None)

@@ -45,6 +45,24 @@ def iterated_partitions(df: DataFrame, rows: int) -> DataFrame:
     return df.coalesce(max(1, -(-rows // ROWS_PER_ITERATED_PARTITION)))
 
 
+def kept(df: DataFrame) -> DataFrame:
+    """``df`` computed now and kept (in memory, spilling to disk), its lineage cut; free it
+    with :func:`release`.
+
+    A persisted frame keeps the plan that made it, and every job on it serializes that plan
+    into its tasks: on a wide frame (hundreds of feature columns from joined groups) that
+    costs more than the rows. Jobs on a kept frame read its blocks through a plan of one
+    node. It is Spark's local checkpoint: the blocks stay on the executors that computed
+    them (Spark keeps executors that hold cached blocks), and are not recomputed if one of
+    those executors is lost: the stage fails and can be run again."""
+    return df.localCheckpoint(eager=True)
+
+
+def release(df: DataFrame) -> None:
+    """Free the blocks of a frame :func:`kept` returned; it cannot be read afterwards."""
+    df._jdf.queryExecution().analyzed().rdd().unpersist(False)
+
+
 def column_cells(df: DataFrame, values: dict[str, Column], keep: tuple[str, ...] = ()
                  ) -> DataFrame:
     """``df`` in long form: for each of its rows and each entry of ``values`` (a name and a

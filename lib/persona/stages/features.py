@@ -20,6 +20,7 @@ from persona.features.state import FeatureState, save_state
 from persona.lake.tables import merge_counts
 from persona.lake.versions import content_version
 from persona.runtime.context import StageContext
+from persona.runtime.spark import kept, release
 from persona.timestamps import parse_timestamp
 
 HELP = ("bronze (or the table of features.input.path) → silver/user_features, one scaled "
@@ -194,7 +195,7 @@ def _outlook(ctx: StageContext, events, as_of, levels: dict, current: dict, enab
         ctx.log.info("outlook group skipped: no events before %s (as_of - %d days) to learn "
                      "it from", start, days)
         return None
-    history = fx.fuse(base, rest).persist(StorageLevel.MEMORY_AND_DISK)
+    history = kept(fx.fuse(base, rest))
     try:
         stats = fx.column_stats(history, columns)
         predictors = [c for c in columns if stats[c]["min"] != stats[c]["max"]]
@@ -209,7 +210,7 @@ def _outlook(ctx: StageContext, events, as_of, levels: dict, current: dict, enab
                                       list(ctx.config.get("features.purchase_types")))
         models = outlook.fit(history, outcome, predictors)
     finally:
-        history.unpersist()
+        release(history)
     ctx.log.info("outlook: next %d days' log spend and purchase learned from %d users at %s "
                  "(R2 %s)", days, users, start,
                  ", ".join(f"{c} {models.r2[c]:.2f}" for c in outlook.COLUMNS))
@@ -380,17 +381,20 @@ def building(ctx: StageContext, frozen: FeatureState | None = None,
         cached.append(since.changed)
         groups, joined = None, _brought_forward(ctx, events, as_of, state, layout, since,
                                                 cache)
-    joined = cache(joined)
+    aggregates = None
     try:
-        users = joined.count()
+        aggregates = kept(joined)  # wide: every statistic and the write read it
+        users = aggregates.count()
         if users == 0:
             raise PersonaError(f"no events at or before features.as_of={as_of}")
-        rows = joined.drop(fx.WINDOW_SUMS)
+        rows = aggregates.drop(fx.WINDOW_SUMS)
         built = (_apply(ctx, rows, state, layout) if frozen
                  else _fit(ctx, rows, groups, state, levels, layout))
-        yield replace(built, users=users, as_of=as_of, aggregates=joined, inputs=inputs,
+        yield replace(built, users=users, as_of=as_of, aggregates=aggregates, inputs=inputs,
                       recomputed=None if since is None else since.recomputed)
     finally:
+        if aggregates is not None:
+            release(aggregates)
         for df in cached:
             df.unpersist()
 
@@ -467,15 +471,15 @@ def _brought_forward(ctx: StageContext, events, as_of, state: FeatureState,
     own = cache(events.join(changed, "user_id", "left_semi"))
     fresh = _joined(ctx, build_groups(ctx, own, as_of, state.levels, state=state, only=changed),
                     own, as_of, layout)
-    kept = since.aggregates.join(changed, "user_id", "left_anti")
+    others = since.aggregates.join(changed, "user_id", "left_anti")
     days = (as_of - since.as_of).total_seconds() / fx.SECONDS_PER_DAY
-    kept = fx.aged(kept, days)
+    others = fx.aged(others, days)
     if days > 0 and "windows" in state.groups:
-        kept = fx.aged_windows(kept, events, since.as_of, as_of, _windows(ctx),
-                               list(ctx.config.get("features.purchase_types")))
+        others = fx.aged_windows(others, events, since.as_of, as_of, _windows(ctx),
+                                 list(ctx.config.get("features.purchase_types")))
     ctx.log.info("%d users changed since the build at %s: their history is read again; "
                  "the others' features age by %.2f days", since.recomputed, since.as_of, days)
-    return kept.unionByName(fresh)
+    return others.unionByName(fresh)
 
 
 def _fit(ctx: StageContext, joined, groups: dict, state: FeatureState, levels: dict,

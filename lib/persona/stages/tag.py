@@ -39,7 +39,7 @@ from persona.errors import PersonaError
 from persona.features import build as fx
 from persona.features.external import configured
 from persona.runtime.context import StageContext
-from persona.runtime.spark import iterated_partitions
+from persona.runtime.spark import iterated_partitions, kept, release
 from persona.splits import user_bucket
 from persona.stages.embed import EMBEDDINGS_TABLE
 from persona.stages.features import FEATURES_TABLE, build_groups, feature_columns, impute_method
@@ -159,18 +159,15 @@ class Histories:
                               cutoff, " and ".join(left_out), FEATURES_TABLE)
         groups = list(build_groups(self.ctx, before, cutoff, leave_out=FITTED).values())
         # Kept while imputation reads it (statistics, then the regressions' moments).
-        joined = fx.join_groups(groups[0], groups[1:]).persist(StorageLevel.MEMORY_AND_DISK)
+        joined = kept(fx.join_groups(groups[0], groups[1:]))
         try:
-            fused = fx.fill_joined(joined, groups, impute_method(self.ctx.config))
-            fused = fused.persist(StorageLevel.MEMORY_AND_DISK)
-            fused.count()
+            return kept(fx.fill_joined(joined, groups, impute_method(self.ctx.config)))
         finally:
-            joined.unpersist()
-        return fused
+            release(joined)
 
     def release(self) -> None:
         for frame in self._fused.values():
-            frame.unpersist()
+            release(frame)
 
 
 def _behaviour_dataset(ctx: StageContext, spec: TagSpec, silver: DataFrame,
@@ -395,8 +392,7 @@ def _prepare(ctx: StageContext, spec: TagSpec, silver: DataFrame,
         rows = (tx.with_class_index(_with_x(labelled, inputs, scaler, embeddings), classes,
                                     tx.class_weights(counts, classes))
                 .where(F.col("y").isNotNull()).select("user_id", "part", "x", "y", "weight"))
-        rows = iterated_partitions(rows, sum(sizes.values())).persist(
-            StorageLevel.MEMORY_AND_DISK)
+        rows = kept(iterated_partitions(rows, sum(sizes.values())))
     finally:
         labelled.unpersist()
     cls = ClassifierSpec(input_dim=len(rows.select("x").first()["x"]), classes=len(classes),
@@ -419,7 +415,7 @@ def _prepare_all(ctx: StageContext, specs: list[TagSpec], silver: DataFrame,
     if failed is not None:
         for future in futures:
             if future.exception() is None:
-                future.result().rows.unpersist()
+                release(future.result().rows)
         raise failed
     return [future.result() for future in futures]
 
@@ -564,7 +560,7 @@ def run(ctx: StageContext) -> None:
         ctx.lake.overwrite(tagged, TAGS_TABLE)
     finally:
         for tag in prepared:
-            tag.rows.unpersist()
+            release(tag.rows)
         histories.release()
     ctx.lake.overwrite(ctx.spark.createDataFrame(metrics, METRICS_SCHEMA), METRICS_TABLE)
     shares = (ctx.lake.read(TAGS_TABLE).groupBy("tag", "value").count()
