@@ -15,9 +15,13 @@ from persona.config import Config
 from persona.logs import QUIET_ENV, get_logger
 
 DELTA_PACKAGE = "io.delta:delta-spark_2.12:3.3.2"
-DELTA_SQL_CONF = {
+# Settings of every session Persona builds, unless spark.conf or spark-submit gives them.
+SESSION_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # `persona run` plans over a thousand distinct queries; Spark keeps the code generated
+    # for the last 100 by default and compiles the others again when they recur.
+    "spark.sql.codegen.cache.maxEntries": 2000,
 }
 
 # Spark's own log configuration, shipped in the persona package (and in dist/conf).
@@ -104,7 +108,7 @@ def get_spark(config: Config) -> SparkSession:
     given = _submitted_conf() if under_spark_submit() else None
     if given is None:
         builder = _local_builder(builder, config)
-    for key, value in {**DELTA_SQL_CONF, **config.section("spark.conf")}.items():
+    for key, value in {**SESSION_CONF, **config.section("spark.conf")}.items():
         if given is None or not given.contains(key):
             builder = builder.config(key, str(value))
     spark = builder.getOrCreate()
