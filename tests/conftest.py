@@ -33,8 +33,8 @@ TEST_SPARK = {
         # Delta replays a table's log in 50 partitions by default: on test-sized tables,
         # scheduling them costs more than the replay (Delta's own test suites use 2).
         "spark.databricks.delta.snapshotPartitions": 2,
-        # The session runs thousands of distinct queries; Spark keeps the code it generates
-        # for the last 100 by default and compiles it again for the others when they recur.
+        # The session runs thousands of distinct queries; Persona keeps the code generated
+        # for 2,000 (SESSION_CONF) and compiles it again for the others when they recur.
         "spark.sql.codegen.cache.maxEntries": 5000,
     },
 }

@@ -1,15 +1,17 @@
 """Steps run side by side: results in order, the first failure raised once all are done,
 Spark's local properties inherited, and MLflow metrics and tags in the stage's run; frames
-kept with their lineage cut, and released."""
+kept with their lineage cut, and released; the settings a new session is given."""
 import mlflow
 import pytest
 from py4j.protocol import Py4JJavaError
+from pyspark import SparkConf
 from pyspark.sql import functions as F
 
+from persona.config import Config
 from persona.lake.tables import Lake
 from persona.logs import get_logger
 from persona.runtime.context import StageContext
-from persona.runtime.spark import kept, release, side_by_side
+from persona.runtime.spark import kept, release, session_settings, side_by_side
 from persona.runtime.tracking import stage_run
 from tests.conftest import make_config
 
@@ -75,3 +77,15 @@ def test_a_kept_frame_is_computed_once_read_through_one_node_and_released(spark)
     assert spark.sparkContext._jsc.sc().getPersistentRDDs().size() == persisted
     with pytest.raises(Py4JJavaError):
         filtered.count()
+
+
+def test_a_session_keeps_generated_code_unless_the_configuration_or_spark_submit_says_otherwise():
+    """Persona's session settings (Delta, the code cache) under ``spark.conf``, less what
+    spark-submit was given."""
+    cache = "spark.sql.codegen.cache.maxEntries"
+    plain = session_settings(Config({}))
+    assert plain[cache] == "2000"
+    assert plain["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert session_settings(Config({"spark": {"conf": {cache: 300}}}))[cache] == "300"
+    submitted = SparkConf(loadDefaults=False).set(cache, "50")
+    assert cache not in session_settings(Config({}), submitted)

@@ -108,14 +108,20 @@ def get_spark(config: Config) -> SparkSession:
     given = _submitted_conf() if under_spark_submit() else None
     if given is None:
         builder = _local_builder(builder, config)
-    for key, value in {**SESSION_CONF, **config.section("spark.conf")}.items():
-        if given is None or not given.contains(key):
-            builder = builder.config(key, str(value))
+    for key, value in session_settings(config, given).items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(str(config.get("spark.log_level")))
     log.info("Spark %s, master %s, UI at %s", spark.version, spark.sparkContext.master,
              spark.sparkContext.uiWebUrl)
     return spark
+
+
+def session_settings(config: Config, given: SparkConf | None = None) -> dict[str, str]:
+    """What a new session is given: :data:`SESSION_CONF` under ``spark.conf``, less what
+    spark-submit ``given`` already set."""
+    return {key: str(value) for key, value in {**SESSION_CONF, **config.section("spark.conf")}
+            .items() if given is None or not given.contains(key)}
 
 
 def _submitted_conf() -> SparkConf:
